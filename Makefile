@@ -1,0 +1,39 @@
+# Two commands set everything up on a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch goes in first: an unpinned torch pulls several GB of CUDA packages.
+# Elsewhere: make install TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: install assets demo test test-fast lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH_PIP_ARGS) "$(TORCH)"
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -m shotlab.assets fetch
+	touch $@
+
+install: $(VENV)/.installed
+
+assets: install
+	$(BIN)/python -m shotlab.assets fetch
+
+demo: install
+	$(BIN)/python -m shotlab.demo
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests scripts
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

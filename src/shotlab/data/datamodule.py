@@ -1,0 +1,108 @@
+"""ShotDataModule: a task, a regime's sample of it, and a tokenizer -> loaders.
+
+Truncation policy: a text keeps its first `max_length` tokens. Padding is per batch, on the
+right, with an attention mask; the backbone derives position ids from the mask.
+Model selection: one/few-shot runs validate on a sample of the validation split of the
+same size as the training sample, drawn with the same split seed; full runs use the whole
+validation split. The test split is always the task's test split (or its fixed subset,
+`task.test_size`), the same for every regime and seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from shotlab.data.sampling import ids_hash, sample_k
+from shotlab.data.tasks import Split, Task
+
+# (split name, example ids, token id lists) -> pooled features (N, H); see models/features.py
+Encoder = Callable[[str, Sequence[str], Sequence[Sequence[int]]], torch.Tensor]
+
+
+class ShotDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        task: Task,
+        tokenizer,
+        k: int | None,
+        seed: int,
+        per_class: bool = True,
+        max_length: int = 128,
+        batch_size: int = 16,
+        eval_batch_size: int = 32,
+        encoder: Encoder | None = None,
+    ):
+        super().__init__()
+        self.task, self.tokenizer, self.encoder = task, tokenizer, encoder
+        self.max_length, self.batch_size, self.eval_batch_size = max_length, batch_size, eval_batch_size
+        self.seed = seed
+        # The sample is drawn here, before any model loads: k too large fails at once.
+        train_ix = sample_k(task.train.labels, k, seed, per_class, task.label_names)
+        self.splits: dict[str, Split] = {"train": task.train.subset(train_ix), "test": task.test}
+        if k is None:
+            self.splits["validation"] = task.validation
+        elif k > 0:
+            val_k = min(k, int(min(task.validation.class_counts(task.num_classes)))) if per_class else k
+            val_ix = sample_k(task.validation.labels, val_k, seed, per_class, task.label_names)
+            self.splits["validation"] = task.validation.subset(val_ix)
+        self._data: dict[str, list[dict]] = {}
+
+    @property
+    def num_train(self) -> int:
+        return len(self.splits["train"])
+
+    def split_record(self) -> dict:
+        """What split.json holds: the chosen example ids and their hash."""
+        train, val = self.splits["train"], self.splits.get("validation")
+        return {
+            "task": self.task.name,
+            "seed": self.seed,
+            "train_ids": train.ids,
+            "train_hash": ids_hash(train.ids),
+            "validation_ids": val.ids if val is not None else [],
+            "test_hash": ids_hash(self.task.test.ids),
+        }
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+
+    def setup(self, stage: str | None = None) -> None:
+        for name, split in self.splits.items():  # tokenise once per split
+            if name in self._data or len(split) == 0:
+                continue
+            tokens = self.tokenize(split.texts)
+            rows = [{"input_ids": t, "label": int(y)} for t, y in zip(tokens, split.labels)]
+            if self.encoder is not None:
+                feats = self.encoder(name, split.ids, tokens)
+                rows = [{"features": f, "label": r["label"]} for f, r in zip(feats, rows)]
+            self._data[name] = rows
+
+    def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        labels = torch.tensor([r["label"] for r in rows])
+        if "features" in rows[0]:
+            return {"features": torch.stack([r["features"] for r in rows]), "labels": labels}
+        T = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), T), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), T), dtype=torch.long)
+        for i, r in enumerate(rows):  # right padding
+            ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
+            mask[i, : len(r["input_ids"])] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        size = self.batch_size if shuffle else self.eval_batch_size
+        # num_workers=0: worker processes only add start-up cost on a 2-core machine.
+        return DataLoader(self._data[name], batch_size=size, shuffle=shuffle, collate_fn=self.collate, num_workers=0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("validation", shuffle=False) if "validation" in self._data else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

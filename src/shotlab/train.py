@@ -1,0 +1,168 @@
+"""One run: (task, backbone, regime, method, split seed) -> metrics.json in its run folder.
+
+    python -m shotlab.train method=finetune regime=few regime.k=16 seed=1
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from shotlab import ShotlabError
+from shotlab.config import check_config, config_hash
+from shotlab.data.datamodule import ShotDataModule
+from shotlab.data.tasks import load_task
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def _init_from(backbone, run_dir: str) -> None:
+    """Head swap: load a previous run's fine-tuned backbone weights; its head is dropped."""
+    ckpts = sorted(Path(run_dir).glob("checkpoints/*.ckpt"))
+    if not ckpts:
+        raise ShotlabError(f"backbone.init_from={run_dir} has no checkpoints/*.ckpt; point it at a finetune run folder")
+    state = torch.load(ckpts[0], map_location="cpu", weights_only=False)["state_dict"]
+    weights = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    missing, unexpected = backbone.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ShotlabError(
+            f"backbone.init_from={run_dir}: its backbone does not match this one "
+            f"({len(missing)} missing, {len(unexpected)} unexpected weights); use the same backbone config"
+        )
+
+
+def _identity(cfg: DictConfig, k: int | None) -> dict:
+    return {
+        "task": cfg.task.name,
+        "backbone": cfg.backbone.name,
+        "method": cfg.method.name,
+        "regime": cfg.regime.name,
+        "k": k,
+        "per_class": cfg.regime.per_class,
+        "seed": cfg.seed,
+        "config_hash": config_hash(cfg),
+    }
+
+
+def run(cfg: DictConfig) -> dict:
+    """Do one run and return what it writes to metrics.json."""
+    check_config(cfg)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_file = out / "metrics.json"
+    task = load_task(OmegaConf.to_container(cfg.task, resolve=True))
+    k = cfg.regime.k if cfg.regime.name != "full" else None
+    record = _identity(cfg, k)
+    if metrics_file.exists() and not cfg.force:
+        previous = json.loads(metrics_file.read_text())
+        if previous.get("config_hash") == record["config_hash"] and previous.get("status") in ("ok", "skipped"):
+            return previous
+
+    trains = cfg.method.trains != "none"
+    if trains and k == 0:
+        result = {**record, "status": "skipped", "reason": f"{cfg.method.name} trains, and k=0 gives it nothing to train on"}
+        _write_json(metrics_file, result)
+        return result
+
+    data = ShotDataModule(
+        task, tokenizer=None, k=k, seed=cfg.seed, per_class=cfg.regime.per_class,
+        max_length=cfg.max_length, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
+    )
+    _write_json(out / "split.json", data.split_record())
+
+    # Everything a user can get wrong has been checked; now the model loads.
+    from shotlab.models.backbone import build_backbone
+
+    L.seed_everything(cfg.train_seed, workers=True, verbose=False)
+    backbone = build_backbone(OmegaConf.to_container(cfg.backbone, resolve=True))
+    if cfg.backbone.init_from:
+        _init_from(backbone, cfg.backbone.init_from)
+    data.tokenizer = backbone.tokenizer
+    if cfg.method.name in ("prompt", "prompt_finetune"):
+        raise ShotlabError(f"method={cfg.method.name} is not available yet")
+    result = _fit_and_test(cfg, task, data, backbone, out)
+    result = {**record, "status": "ok", **result, "num_train": data.num_train, "num_test": len(task.test),
+              "chance": max(task.test.class_counts(task.num_classes)) / len(task.test),
+              "label_names": list(task.label_names),
+              "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    _write_json(metrics_file, result)
+    return result
+
+
+def _fit_and_test(cfg: DictConfig, task, data: ShotDataModule, backbone, out: Path) -> dict:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from shotlab.models.classifier import TransferClassifier, add_lora
+    from shotlab.models.features import FeatureCache
+
+    method = cfg.method
+    if method.trains == "lora":
+        add_lora(backbone, **OmegaConf.to_container(method.lora, resolve=True))
+    if method.get("feature_cache"):
+        from shotlab.assets import cache_dir
+
+        key = config_hash(OmegaConf.create({"backbone": cfg.backbone, "task": cfg.task, "max_length": cfg.max_length}))
+        data.encoder = FeatureCache(backbone, cache_dir() / "features" / key, batch_size=cfg.eval_batch_size)
+    head = instantiate(cfg.head, hidden_size=backbone.hidden_size, num_classes=task.num_classes)
+    model = TransferClassifier(
+        backbone, head, task.num_classes,
+        optimizer=instantiate(cfg.optimizer.optim), lr=cfg.optimizer.lr,
+        weight_decay=cfg.optimizer.weight_decay, warmup_fraction=cfg.optimizer.warmup_fraction,
+        trains=method.trains, backbone_lr_scale=method.backbone_lr_scale,
+        layer_decay=method.layer_decay, lm_loss_weight=method.lm_loss_weight,
+    )
+    has_val = "validation" in data.splits and len(data.splits["validation"]) > 0
+    checkpoint = ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        monitor="val/acc" if has_val else None, mode="max", save_top_k=1,
+        filename="best" if has_val else "last", save_weights_only=False,
+    )
+    steps_per_epoch = math.ceil(data.num_train / cfg.batch_size)
+    max_steps = max(cfg.regime.min_steps, cfg.trainer.max_epochs * steps_per_epoch)
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    # Small samples repeat their few batches for min_steps; validate max_epochs times in all,
+    # evenly spaced in steps, rather than after every (one-batch) epoch.
+    trainer = instantiate(
+        cfg.trainer, max_steps=max_steps, max_epochs=-1, callbacks=[checkpoint], logger=logger,
+        default_root_dir=str(out), num_sanity_val_steps=0, check_val_every_n_epoch=None,
+        val_check_interval=math.ceil(max_steps / cfg.trainer.max_epochs),
+    )
+    t0 = time.perf_counter()
+    data.setup()
+    trainer.fit(model, datamodule=data, ckpt_path=cfg.ckpt_path)
+    train_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    trainer.test(model, datamodule=data, ckpt_path="best" if has_val else None, verbose=False)
+    eval_seconds = time.perf_counter() - t0
+    res = model.test_results
+    return {"test_acc": res["acc"], "test_f1": res["f1"], "confusion": res["confusion"],
+            "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+            "best_checkpoint": checkpoint.best_model_path or checkpoint.last_model_path}
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        result = run(cfg)
+    except ShotlabError as err:
+        print(f"shotlab: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return result.get("test_acc")
+
+
+if __name__ == "__main__":
+    main()

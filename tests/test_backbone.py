@@ -1,0 +1,107 @@
+"""The backbone matches plain transformers, and padding on either side changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from shotlab import ShotlabError
+from shotlab.models.backbone import build_backbone, last_token_index
+
+TEXTS = ["A gorgeous, witty film.", "Dull.", "The plot meanders for two hours and never lands anywhere at all."]
+
+
+def pad(tokenizer, texts, side):
+    ids = [tokenizer(t)["input_ids"] for t in texts]
+    T = max(map(len, ids))
+    batch = torch.full((len(ids), T), tokenizer.pad_token_id)
+    mask = torch.zeros((len(ids), T), dtype=torch.long)
+    for i, row in enumerate(ids):
+        sl = slice(0, len(row)) if side == "right" else slice(T - len(row), T)
+        batch[i, sl], mask[i, sl] = torch.tensor(row), 1
+    return batch, mask, ids
+
+
+def test_parity_with_plain_transformers(tiny_backbone):
+    b = tiny_backbone.eval()
+    ids = torch.tensor([b.tokenizer(TEXTS[2])["input_ids"]])
+    with torch.no_grad():
+        ref = b.lm(input_ids=ids, output_hidden_states=True)
+        hidden, _ = b.states(ids, torch.ones_like(ids))
+        logprobs = b.lm_logprobs(ids, torch.ones_like(ids), torch.arange(ids.shape[1])[None])
+    assert_close(hidden, ref.hidden_states[-1])
+    assert_close(logprobs, torch.log_softmax(ref.logits, -1))
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_padded_batch_equals_one_by_one(tiny_backbone, side, pooling):
+    b = tiny_backbone.eval()
+    b.pooling = pooling
+    batch, mask, ids = pad(b.tokenizer, TEXTS, side)
+    with torch.no_grad():
+        pooled = b(batch, mask)
+        last = last_token_index(mask)
+        lp = b.lm_logprobs(batch, mask, last[:, None])  # next-token log-probs after each text
+        for i, row in enumerate(ids):
+            one = torch.tensor([row])
+            assert_close(pooled[i], b(one, torch.ones_like(one))[0], atol=1e-5, rtol=1e-5)
+            ref = b.lm_logprobs(one, torch.ones_like(one), torch.tensor([[len(row) - 1]]))
+            assert_close(lp[i], ref[0], atol=1e-5, rtol=1e-5)
+    b.pooling = "last"
+
+
+def test_lm_logprobs_only_computes_asked_positions(tiny_backbone):
+    b = tiny_backbone.eval()
+    batch, mask, _ = pad(b.tokenizer, TEXTS, "right")
+    with torch.no_grad():
+        lp = b.lm_logprobs(batch, mask, torch.zeros(3, 2, dtype=torch.long))
+    assert lp.shape == (3, 2, len(b.tokenizer))
+
+
+def test_lm_loss_is_the_next_token_loss(tiny_backbone):
+    b = tiny_backbone.eval()
+    batch, mask, ids = pad(b.tokenizer, TEXTS[:2], "right")
+    with torch.no_grad():
+        hidden, _ = b.states(batch, mask)
+        ours = b.lm_loss(hidden, batch, mask)
+        # Reference: plain transformers' loss on the unpadded texts, token-weighted.
+        losses, counts = [], []
+        for row in ids:
+            one = torch.tensor([row])
+            losses.append(b.lm(input_ids=one, labels=one).loss * (len(row) - 1))
+            counts.append(len(row) - 1)
+    assert_close(ours, sum(losses) / sum(counts))
+
+
+def test_freeze_stops_every_gradient():
+    b = build_backbone({"name_or_path": None, "tokenizer": "gpt2",
+                        "random_init": {"model_type": "gpt2", "n_layer": 1, "n_head": 2, "n_embd": 16}})
+    b.freeze()
+    assert not any(p.requires_grad for p in b.parameters())
+
+
+def test_gpt2_tokenizer_is_the_real_bpe(tiny_backbone):
+    # Ids of GPT-2's published vocabulary.
+    assert tiny_backbone.tokenizer("Hello world, it's great!")["input_ids"] == [15496, 995, 11, 340, 338, 1049, 0]
+    assert tiny_backbone.tokenizer.eos_token_id == 50256
+
+
+def test_unreachable_hub_name_says_how_to_point_at_a_copy(monkeypatch):
+    import huggingface_hub.constants
+
+    # As with no network, minus the retries: the hub is not asked at all.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ShotlabError, match=r"cannot load backbone 'no-such-org/no-such-model'.*backbone.name_or_path=DIR") as err:
+        build_backbone({"name_or_path": "no-such-org/no-such-model"})
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_smollm2_prefers_real_text_to_shuffled_tokens():
+    """The embedded default is a real language model: real sentences beat token salad."""
+    from shotlab.demo import real_vs_shuffled
+
+    real, shuffled = real_vs_shuffled(n=8)
+    assert real > shuffled + 1.0  # mean log-likelihood per token, nats

@@ -1,0 +1,63 @@
+"""Every shipped yaml composes (and, where cheap, instantiates); mistyped values fail early."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from shotlab import ShotlabError
+from shotlab.config import check_config, config_hash
+from tests.conftest import CONF, make_cfg
+
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "experiment"))
+OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}/{o}" for g, o in OPTIONS])
+def test_every_option_composes_and_checks(tmp_path, group, option):
+    overrides = [f"{group}={option}"]
+    if group == "regime" and option == "zero":
+        overrides.append("method=linear_probe")
+    cfg = make_cfg(tmp_path, *overrides)
+    OmegaConf.resolve(cfg)  # every interpolation resolves
+    check_config(cfg)
+    if group == "head":
+        head = instantiate(cfg.head, hidden_size=8, num_classes=3)
+        assert head[-1].out_features == 3
+    if group in ("logger", "optimizer", "trainer") and cfg.get(group):
+        target = cfg[group].optim if group == "optimizer" else cfg[group]
+        assert instantiate(target) is not None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("regime.k=-1", "regime.k must be an integer"),
+        ("regime.k=2.5", "regime.k must be an integer"),
+        ("batch_size=0", "batch_size must be an integer"),
+        ("optimizer.lr=0", "optimizer.lr must be > 0"),
+        ("method.layer_decay=1.5", r"method.layer_decay must be a number in \[0, 1\]"),
+        ("method.name=finetuen", "method.name must be one of"),
+        ("backbone.pooling=max", "backbone.pooling must be 'last' or 'mean'"),
+        ("method.lm_loss_weight=-1", "method.lm_loss_weight must be a number"),
+    ],
+)
+def test_mistyped_values_fail_with_one_line(tmp_path, override, message):
+    cfg = make_cfg(tmp_path, override)
+    with pytest.raises(ShotlabError, match=message) as err:
+        check_config(cfg)
+    assert "\n" not in str(err.value)
+
+
+def test_full_regime_rejects_a_k(tmp_path):
+    with pytest.raises(ShotlabError, match="regime=full uses every training example"):
+        check_config(make_cfg(tmp_path, "regime=full", "regime.k=5"))
+
+
+def test_config_hash_ignores_where_a_run_is_recorded(tmp_path):
+    a = make_cfg(tmp_path / "a")
+    b = make_cfg(tmp_path / "b", "force=true")
+    c = make_cfg(tmp_path / "a", "seed=1")
+    assert config_hash(a) == config_hash(b)
+    assert config_hash(a) != config_hash(c)

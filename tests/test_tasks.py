@@ -1,0 +1,106 @@
+"""Built-in tasks have their documented sizes; a user's bad data fails in one clear line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from shotlab import ShotlabError
+from shotlab.data.tasks import load_task
+from tests.conftest import CONF
+
+# The sizes README.md documents (python -m shotlab.describe prints them).
+SIZES = {
+    "movie_sentiment": {"train": [4261, 4193], "validation": [532, 524], "test": [532, 524]},
+    "review_domain": {
+        "train": [8483, 3360, 2957, 4095], "validation": [1060, 420, 370, 512], "test": [1060, 420, 370, 512]
+    },
+    "rt_review_or_plot": {"train": [5894, 4308, 867], "validation": [737, 538, 108], "test": [737, 538, 108]},
+}
+
+
+def task_cfg(name: str, **changes) -> dict:
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF / "task" / f"{name}.yaml"))
+    if cfg.get("name") == "${.path}":
+        cfg["name"] = name
+    return {**cfg, **changes}
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_builtin_task_sizes_and_splits(name):
+    task = load_task(task_cfg(name))
+    for split, counts in SIZES[name].items():
+        assert task.split(split).class_counts(task.num_classes) == counts
+    ids = [set(task.split(s).ids) for s in ("train", "validation", "test")]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])  # no example in two splits
+    texts = [set(task.split(s).texts) for s in ("train", "test")]
+    assert not texts[0] & texts[1]  # no sentence leaks from train into test
+    assert all(t.strip() for t in task.test.texts)
+
+
+def test_splits_are_deterministic_and_test_subset_is_a_prefix():
+    a = load_task(task_cfg("movie_sentiment"))
+    b = load_task(task_cfg("movie_sentiment", test_size=100))
+    assert b.test.ids == a.test.ids[:100]
+    assert load_task(task_cfg("movie_sentiment")).train.ids == a.train.ids
+
+
+def test_movie_sentiment_labels_follow_the_score_sign():
+    task = load_task(task_cfg("movie_sentiment"))
+    text = dict(zip(task.train.texts, task.train.labels))
+    # Sentence 1 of the corpus has mean score +2.27, sentence 3 has -0.6.
+    first = "The Rock is destined to be the 21st Century's new ''Conan''"
+    pos = [y for t, y in text.items() if t.startswith(first)]
+    neg = [y for t, y in text.items() if t == "Effective but too tepid biopic"]
+    assert (pos or neg) and all(y == 1 for y in pos) and all(y == 0 for y in neg)
+
+
+def write_csv(path, rows, header="text,label"):
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return str(path)
+
+
+def test_user_csv_and_jsonl_load(tmp_path):
+    rows = [f"text number {i},{'ab'[i % 2]}" for i in range(40)]
+    task = load_task(task_cfg("csv", files={"train": write_csv(tmp_path / "t.csv", rows)}))
+    assert task.label_names == ("a", "b") and len(task.train) + len(task.validation) + len(task.test) == 40
+    lines = [json.dumps({"sentence": f"line {i}", "y": "xyz"[i % 3]}) for i in range(30)]
+    (tmp_path / "t.jsonl").write_text("\n".join(lines))
+    task = load_task(task_cfg("jsonl", files={"train": str(tmp_path / "t.jsonl")}, text_column="sentence", label_column="y"))
+    assert task.num_classes == 3 and task.verbalizer == (("x",), ("y",), ("z",))
+
+
+@pytest.mark.parametrize(
+    ("rows", "changes", "message"),
+    [
+        (None, {"files": {"train": "/nonexistent/train.csv"}}, "data file /nonexistent/train.csv does not exist"),
+        (["a,b"] * 4, {"text_column": "review"}, "has no column 'review'"),
+        ([f"t{i},{'ab'[i % 2]}" for i in range(6)] + ["t9,c"], {"label_names": ["a", "b"]},
+         "has label 'c', not one of task.label_names"),
+        ([f"t{i},{'ab'[i % 2]}" for i in range(6)] + ['"  ",a'], {}, "has an empty text"),
+        ([f"t{i},a" for i in range(6)], {}, "needs at least two classes"),
+        ([f"t{i},{'ab'[i % 2]}" for i in range(6)], {"verbalizer": {"a": ["x"]}}, "task.verbalizer has keys"),
+        ([f"t{i},{'ab'[i % 2]}" for i in range(6)], {"template": "no field"}, "must contain {text}"),
+    ],
+)
+def test_bad_user_data_gives_one_line(tmp_path, rows, changes, message):
+    cfg = task_cfg("csv", files={"train": write_csv(tmp_path / "d.csv", rows) if rows else None})
+    cfg.update(changes)
+    with pytest.raises(ShotlabError, match=message) as err:
+        load_task(cfg)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_builtin_task():
+    with pytest.raises(ShotlabError, match="unknown built-in task 'imdb'"):
+        load_task({"name": "imdb", "source": "builtin"})
+
+
+def test_labels_are_int_indices_in_label_name_order(tmp_path):
+    rows = [f"t{i},{'ba'[i % 2]}" for i in range(20)]
+    task = load_task(task_cfg("csv", files={"train": write_csv(tmp_path / "o.csv", rows)}, label_names=["b", "a"]))
+    assert task.label_names == ("b", "a")
+    assert task.train.labels.dtype == np.int64
