@@ -23,14 +23,20 @@ def make_cfg(output_dir, *overrides: str, tiny: bool = True):
         return compose("train", overrides=[*(TINY if tiny else []), f"output_dir={output_dir}", *overrides])
 
 
-@pytest.fixture(scope="session")
-def tiny_backbone():
+def tiny():
+    """A fresh tiny GPT-2 backbone (the tiny-gpt2 config), for tests that change it."""
     from shotlab.models.backbone import build_backbone
 
     return build_backbone(
         {"name_or_path": None, "tokenizer": "gpt2", "init_seed": 0,
          "random_init": {"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 512}}
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone():
+    """A shared tiny GPT-2 for tests that only read it (never freeze or train it)."""
+    return tiny()
 
 
 @pytest.fixture

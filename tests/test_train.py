@@ -1,0 +1,200 @@
+"""GPT-1 transfer on the tiny GPT-2: runs learn, are reproducible, freeze what they say,
+swap heads, and write metrics.json / split.json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from torch.testing import assert_close
+
+from shotlab import ShotlabError
+from shotlab.models.classifier import TransferClassifier, add_lora, block_depth
+from shotlab.models.heads import LinearHead
+from shotlab.train import _init_from, run
+from tests.conftest import make_cfg, tiny
+
+
+def synthetic(tmp_path, csv, *overrides):
+    return make_cfg(
+        tmp_path, "task=csv", f"task.files.train={csv}", "task.test_size=null",
+        "regime=full", "trainer.max_epochs=6", "batch_size=16", "optimizer.lr=3e-3",
+        "method.backbone_lr_scale=1.0", *overrides,
+    )
+
+
+@pytest.mark.slow
+def test_finetune_learns_a_learnable_task_and_writes_its_files(tmp_path, synthetic_csv):
+    result = run(synthetic(tmp_path / "run", synthetic_csv))
+    assert result["status"] == "ok" and result["test_acc"] >= 0.9
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert written["test_acc"] == result["test_acc"] and written["num_train"] == 192
+    for key in ("task", "backbone", "method", "regime", "k", "seed", "config_hash", "test_f1",
+                "train_seconds", "eval_seconds", "peak_memory_mb", "confusion"):
+        assert key in written
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert len(split["train_ids"]) == 192 and split["train_hash"]
+    assert list((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
+
+
+def test_loss_goes_down(synthetic_csv, tmp_path):
+    from shotlab.data.datamodule import ShotDataModule
+    from shotlab.data.tasks import load_task
+
+    task = load_task({"name": "s", "source": "csv", "files": {"train": str(synthetic_csv)},
+                      "text_column": "text", "label_column": "label"})
+    backbone = tiny()
+    data = ShotDataModule(task, backbone.tokenizer, k=None, seed=0, max_length=32, batch_size=32)
+    data.setup()
+    batch = next(iter(data.train_dataloader()))
+    torch.manual_seed(0)
+    model = classifier(backbone, trains="head", lr=1e-2)
+    opt = torch.optim.AdamW(model.param_groups())
+    losses = []
+    for _ in range(40):
+        loss = torch.nn.functional.cross_entropy(model(batch)[0], batch["labels"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def classifier(backbone, trains="all", lr=1e-3, **kw):
+    return TransferClassifier(
+        backbone, LinearHead(backbone.hidden_size, 2, dropout=0.0), 2,
+        optimizer=torch.optim.AdamW, lr=lr, trains=trains, **kw,
+    )
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_metrics(tmp_path, synthetic_csv):
+    runs = [run(synthetic(tmp_path / f"r{i}", synthetic_csv, "regime=few", "regime.k=4", "trainer.max_epochs=1"))
+            for i in range(2)]
+    keys = ("test_acc", "test_f1", "confusion", "num_train", "config_hash")
+    assert [runs[0][k] for k in keys] == [runs[1][k] for k in keys]
+    other = run(synthetic(tmp_path / "r2", synthetic_csv, "regime=few", "regime.k=4", "trainer.max_epochs=1", "seed=5"))
+    split = [json.loads((tmp_path / d / "split.json").read_text())["train_ids"] for d in ("r0", "r1", "r2")]
+    assert split[0] == split[1] != split[2] and other["config_hash"] != runs[0]["config_hash"]
+
+
+def test_frozen_backbone_gets_no_gradient_and_stays_identical(synthetic_csv):
+    backbone = tiny()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    model = classifier(backbone, trains="head", lr=1e-2)
+    model.train()
+    assert not backbone.training  # dropout stays off in a frozen backbone
+    ids = torch.tensor([backbone.tokenizer("a fine film")["input_ids"]] * 2)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1])}
+    opt = torch.optim.AdamW(model.param_groups())
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(model(batch)[0], batch["labels"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(p.grad is None for p in backbone.parameters())
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
+    assert model.head[1].weight.grad is not None
+
+
+def test_param_groups_give_every_weight_its_learning_rate(tiny_backbone):
+    model = classifier(tiny_backbone, lr=1e-3, backbone_lr_scale=0.1, layer_decay=0.5, weight_decay=0.01)
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in model.param_groups() for p in g["params"]}
+    L = tiny_backbone.lm.config.num_hidden_layers  # 2
+    for name, p in model.named_parameters():
+        lr, wd = lr_of[id(p)]
+        if name.startswith("head."):
+            expect = 1e-3
+        else:
+            depth = block_depth(name.removeprefix("backbone."), L)
+            expect = 1e-3 * 0.1 * 0.5 ** (L + 1 - depth)
+        assert lr == pytest.approx(expect), name
+        assert wd == (0.0 if p.ndim < 2 else 0.01), name
+    # The blocks: embeddings deepest decay, block 1 = lr*0.1*0.5, final norm = lr*0.1.
+    assert lr_of[id(tiny_backbone.lm.transformer.wte.weight)][0] == pytest.approx(1e-4 * 0.125)
+    assert lr_of[id(tiny_backbone.lm.transformer.h[1].attn.c_attn.weight)][0] == pytest.approx(1e-4 * 0.5)
+    assert lr_of[id(tiny_backbone.lm.transformer.ln_f.weight)][0] == pytest.approx(1e-4)
+
+
+def test_lm_loss_weight_adds_the_real_next_token_loss(tiny_backbone):
+    ids = torch.tensor([tiny_backbone.tokenizer("a fine film indeed")["input_ids"]])
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([1])}
+    losses = {}
+    for weight in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = classifier(tiny_backbone, lm_loss_weight=weight).eval()
+        model.log = model.log_dict = lambda *a, **k: None
+        losses[weight] = model._step(batch, "train").item()
+        cls = torch.nn.functional.cross_entropy(model(batch)[0], batch["labels"]).item()
+    lm = tiny_backbone.lm(input_ids=ids, labels=ids).loss.item()
+    assert losses[0.0] != losses[0.5]
+    assert losses[0.5] == pytest.approx(cls + 0.5 * lm, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_head_swap_keeps_backbone_weights_and_resizes_the_head(tmp_path, synthetic_csv):
+    first = run(synthetic(tmp_path / "sentiment", synthetic_csv, "trainer.max_epochs=1"))
+    rows = ["text,label"] + [f"doc {i} about {'abc'[i % 3]},{'abc'[i % 3]}" for i in range(60)]
+    (tmp_path / "three.csv").write_text("\n".join(rows) + "\n")
+    cfg = make_cfg(tmp_path / "docs", "task=csv", f"task.files.train={tmp_path / 'three.csv'}",
+                   f"backbone.init_from={tmp_path / 'sentiment'}")
+    from shotlab.models.backbone import build_backbone
+
+    backbone = build_backbone(cfg.backbone)
+    _init_from(backbone, cfg.backbone.init_from)
+    state = torch.load(first["best_checkpoint"], weights_only=False)["state_dict"]
+    for name, value in backbone.state_dict().items():
+        assert torch.equal(value, state[f"backbone.{name}"]), name
+    assert state["head.1.weight"].shape[0] == 2
+    head = instantiate(cfg.head, hidden_size=backbone.hidden_size, num_classes=3)
+    assert head[-1].weight.shape == (3, backbone.hidden_size)
+    swapped = run(cfg)  # the whole chain runs: the fine-tuned blocks under a new 3-way head
+    assert swapped["status"] == "ok" and len(swapped["confusion"]) == 3
+
+
+def test_lora_checkpoint_restores_adapters_and_head(tmp_path):
+    def fresh():
+        b = tiny()
+        add_lora(b, r=4, alpha=8, dropout=0.0)
+        return classifier(b, trains="lora").eval()
+
+    model = fresh()
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or n.startswith("head.") for n in trainable)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)  # as if trained
+    ckpt = {"state_dict": model.state_dict()}
+    model.on_save_checkpoint(ckpt)
+    assert not any("wte" in k for k in ckpt["state_dict"])  # frozen weights are not stored
+    restored = fresh()
+    restored.load_state_dict(ckpt["state_dict"], strict=False)
+    ids = torch.tensor([restored.backbone.tokenizer("adapters and head")["input_ids"]])
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.no_grad():
+        assert_close(restored(batch)[0], model(batch)[0])
+        assert not torch.allclose(fresh()(batch)[0], model(batch)[0])
+
+
+def test_gradient_method_at_k0_is_skipped_with_a_reason(tmp_path):
+    result = run(make_cfg(tmp_path, "regime=zero", "method=finetune"))
+    assert result["status"] == "skipped" and "k=0" in result["reason"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "skipped"
+
+
+def test_k_too_large_fails_before_any_model_loads(tmp_path, synthetic_csv):
+    cfg = make_cfg(tmp_path, "task=csv", f"task.files.train={synthetic_csv}", "regime=few", "regime.k=500",
+                   "backbone=hf", "backbone.name_or_path=/no/such/model")
+    with pytest.raises(ShotlabError, match=r"k=500 per class is more than class 'bad' has"):
+        run(cfg)
+
+
+@pytest.mark.slow
+def test_rerun_with_same_config_reuses_metrics(tmp_path, synthetic_csv):
+    cfg = synthetic(tmp_path, synthetic_csv, "regime=few", "regime.k=2", "trainer.max_epochs=1", "method=linear_probe")
+    first = run(cfg)
+    (tmp_path / "checkpoints").rename(tmp_path / "moved")  # a re-run would write them again
+    assert run(cfg) == first and not (tmp_path / "checkpoints").exists()
