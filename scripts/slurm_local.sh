@@ -14,6 +14,7 @@
 #   SHOTLAB_SLURM_CLUSTER    ClusterName (also the accounting cluster)              [shotlab]
 #   SHOTLAB_SLURM_PORT_BASE  slurmctld port; slurmd/slurmdbd/mariadbd use +1/+2/+3   [6817]
 #   SHOTLAB_SLURM_TIMEOUT    seconds to wait for each daemon to come up              [90]
+#   SHOTLAB_SLURM_CRED_EXPIRE AuthInfo cred_expire = delay before a requeued job restarts [30]
 #
 # Facts / design notes:
 #  * Packages: slurm-wlm slurmdbd munge mariadb-server (apt, --no-install-recommends, only when a
@@ -25,26 +26,33 @@
 #    with the default RealMemory=1 any --mem request would be rejected).
 #  * Every daemon runs in the foreground under setsid, detached from the caller's stdio, and its
 #    PID is recorded in $DIR/pids/; `stop` only signals those PIDs (after checking the process
-#    name and that its command line mentions $DIR). munged uses its own key and socket in $DIR
-#    (AuthInfo=socket=... in slurm.conf/slurmdbd.conf), mariadbd its own datadir/port.
+#    name and that its command line or environment mentions $DIR). munged uses its own key and
+#    socket in $DIR: AuthInfo=socket=... in slurm.conf/slurmdbd.conf, and AccountingStoragePass=
+#    <socket> in slurm.conf (connections to slurmdbd -- sacct, sacctmgr, slurmctld -- ignore
+#    AuthInfo and would use /run/munge otherwise). mariadbd gets its own datadir and TCP port.
+#  * Clients need SLURM_CONF (printed by start/status); sbatch passes it on to the jobs.
 #  * Accounting: slurmdbd + a private MariaDB (run as the mysql user; its pid/log/socket live
 #    inside its datadir, mariadbd dies silently otherwise). Without it `sacct` fails and
 #    submitit cannot learn the state of a cancelled/killed job (job.result() hangs).
 #  * Readiness: `sinfo` may show the node idle before slurmd re-registered after a restart, so
 #    `start` waits for SlurmdStartTime >= our start time and a usable node state, then runs
-#    `srun -N1 true` and `sacct` before reporting ready.
+#    a test `srun` and waits until that job shows up COMPLETED in `sacct -j` (a fresh accounting
+#    DB takes a few seconds to record its first job).
 #  * Time limits/requeue: JobRequeue=1, KillWait=30, OverTimeLimit=0 (SIGTERM at the limit,
 #    SIGKILL 30 s later; submitit's --signal=USR2@90 style signals work; `scontrol requeue` works).
+#    A requeued job only becomes eligible cred_expire+1 s later (SLURM default 120 s; 30 s here).
 #  * slurmdbd.conf and slurm.conf are regenerated at every start (CPU/memory read at start);
 #    job and accounting state persist in $DIR across stop/start. `rm -rf $DIR` after stop resets.
 set -euo pipefail
 umask 022
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 DIR="${SHOTLAB_SLURM_DIR:-/tmp/shotlab-slurm}"
 PARTITION="${SHOTLAB_SLURM_PARTITION:-local}"
 CLUSTER="${SHOTLAB_SLURM_CLUSTER:-shotlab}"
 PORT_BASE="${SHOTLAB_SLURM_PORT_BASE:-6817}"
 TIMEOUT="${SHOTLAB_SLURM_TIMEOUT:-90}"
+CRED_EXPIRE="${SHOTLAB_SLURM_CRED_EXPIRE:-30}"
 CTLD_PORT=$PORT_BASE
 SLURMD_PORT=$((PORT_BASE + 1))
 DBD_PORT=$((PORT_BASE + 2))
@@ -65,6 +73,7 @@ export SLURM_CONF="$ETC/slurm.conf"
 
 DAEMONS_START=(munged mariadbd slurmdbd slurmctld slurmd)
 DAEMONS_STOP=(slurmd slurmctld slurmdbd mariadbd munged)
+STOPPED_PIDS=()
 
 say() { echo "[slurm_local] $*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
@@ -125,7 +134,7 @@ need_install() {
   local b
   for b in slurmctld slurmd slurmdbd sbatch sacct sacctmgr srun scontrol munged mungekey munge \
            unmunge mariadbd mariadb-install-db mariadb mariadb-admin; do
-    command -v "$b" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$b" >/dev/null 2>&1 || return 0
+    command -v "$b" >/dev/null 2>&1 || return 0
   done
   getent passwd mysql >/dev/null || return 0
   return 1
@@ -173,7 +182,8 @@ SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$MUNGE_SOCK
+# cred_expire also sets how long a requeued job waits before it may start again (default 120 s)
+AuthInfo=socket=$MUNGE_SOCK,cred_expire=$CRED_EXPIRE
 CredType=cred/munge
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT
@@ -211,6 +221,7 @@ AccountingStoragePass=$MUNGE_SOCK
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
+MailProg=/bin/true
 NodeName=$host NodeAddr=127.0.0.1 NodeHostname=$host ${topo}RealMemory=$realmem State=UNKNOWN
 PartitionName=$PARTITION Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
@@ -246,6 +257,7 @@ munge_ok() { munge -n -S "$MUNGE_SOCK" | unmunge -S "$MUNGE_SOCK"; }
 db_ok() { mariadb-admin --no-defaults --socket="$DB_SOCK" -uroot ping; }
 sql() { mariadb --no-defaults --socket="$DB_SOCK" -uroot -N -B -e "$1"; }
 dbd_ok() { sacctmgr -n -P show cluster format=cluster; }
+job_in_sacct() { [[ $(sacct -n -X -P -j "$1" -o State 2>>"$LOG/check.log") == COMPLETED* ]]; }
 ctld_ok() { [[ $(scontrol ping 2>/dev/null) == *"is UP"* ]]; }
 
 node_ready() { # slurmd registered after $1 (epoch) and the node is usable
@@ -348,24 +360,49 @@ do_start() {
   say "starting slurmctld"; start_slurmctld
   say "starting slurmd";    start_slurmd
   say "checking srun and sacct"
-  timeout 60 srun -N1 -n1 -t 1 -J slurm_local_check true >>"$LOG/check.log" 2>&1 || fail_start "test srun failed (see $LOG/check.log)"
-  sacct -n -X -S now-1hours >/dev/null 2>>"$LOG/check.log" || fail_start "sacct does not work (see $LOG/check.log)"
+  local jid
+  jid=$(timeout 60 srun -N1 -n1 -t 1 -J slurm_local_check printenv SLURM_JOB_ID 2>>"$LOG/check.log") \
+    || fail_start "test srun failed (see $LOG/check.log)"
+  # the job must reach the accounting DB (the first record after a fresh start takes a few seconds)
+  wait_for "job $jid in sacct" job_in_sacct "$jid" || fail_start "sacct does not show job $jid (see $LOG/check.log)"
   say "ready in $((SECONDS - t0))s: node $NODE, partition $PARTITION (default), cluster $CLUSTER, state in $DIR"
   print_env
 }
 
-stop_one() {
-  local name=$1 pid
-  pid=$(pid_of "$name")
-  if [[ -n $pid ]] && alive "$name"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 30))
-    while [[ -d /proc/$pid ]] && ((SECONDS < deadline)); do sleep 0.2; done
-    if [[ -d /proc/$pid ]]; then say "$name ($pid) ignored SIGTERM; sending SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; fi
-    while [[ -d /proc/$pid ]]; do sleep 0.1; done
-    say "stopped $name ($pid)"
-  fi
-  rm -f "$PIDS/$name"
+# gone PID: the process has exited (a zombie waiting to be reaped counts as gone)
+gone() {
+  local st
+  st=$(cat /proc/"$1"/stat 2>/dev/null) || return 0
+  st=${st##*) }
+  [[ ${st%% *} == Z ]]
+}
+
+# stop_group NAME...: SIGTERM the recorded daemons together, wait (SIGKILL after 30 s).
+stop_group() {
+  local name pid pids=() names=() t0=$SECONDS
+  for name in "$@"; do
+    pid=$(pid_of "$name")
+    if [[ -n $pid ]] && alive "$name"; then
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid"); names+=("$name($pid)")
+    fi
+  done
+  local i left
+  for ((i = 0; i < 300; i++)); do  # 30 s
+    left=0
+    for pid in "${pids[@]}"; do gone "$pid" || left=1; done
+    ((left)) || break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do
+    if ! gone "$pid"; then
+      say "pid $pid ignored SIGTERM for 30s; sending SIGKILL"; kill -KILL "$pid" 2>/dev/null || true
+      for ((i = 0; i < 50; i++)); do gone "$pid" && break; sleep 0.1; done
+    fi
+  done
+  STOPPED_PIDS+=("${pids[@]}")
+  ((${#names[@]})) && say "stopped ${names[*]} in $((SECONDS - t0))s"
+  for name in "$@"; do rm -f "$PIDS/$name"; done
 }
 
 do_stop() {
@@ -383,7 +420,19 @@ do_stop() {
       while [[ -n $(timeout 10 squeue -h -o %A 2>/dev/null) ]] && ((SECONDS < deadline)); do sleep 0.5; done
     fi
   fi
-  for d in "${DAEMONS_STOP[@]}"; do stop_one "$d"; done
+  # slurmctld flushes accounting to slurmdbd, which flushes to MariaDB: stop in that order
+  stop_group slurmd slurmctld
+  stop_group slurmdbd
+  stop_group mariadbd munged
+  # the exited daemons were re-parented to init; give it a moment to reap them so that a
+  # `pgrep` right after `stop` does not list <defunct> entries (never fails if it does not)
+  local i left pid
+  for ((i = 0; i < 50; i++)); do
+    left=0
+    for pid in "${STOPPED_PIDS[@]}"; do [[ -d /proc/$pid ]] && left=1; done
+    ((left)) || break
+    sleep 0.1
+  done
   say "stopped in $((SECONDS - t0))s"
 }
 

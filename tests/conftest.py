@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+import shotlab.config  # noqa: F401  (registers the regime_name resolver the yaml uses)
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY = [
     "backbone=tiny-gpt2",

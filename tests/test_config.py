@@ -10,7 +10,7 @@ from shotlab import ShotlabError
 from shotlab.config import check_config, config_hash
 from tests.conftest import CONF, make_cfg
 
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "experiment"))
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "experiment", "corpus"))
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]
 
 
@@ -50,14 +50,15 @@ def test_mistyped_values_fail_with_one_line(tmp_path, override, message):
     assert "\n" not in str(err.value)
 
 
-def test_full_regime_rejects_a_k(tmp_path):
-    with pytest.raises(ShotlabError, match="regime=full uses every training example"):
-        check_config(make_cfg(tmp_path, "regime=full", "regime.k=5"))
+def test_regime_name_follows_k(tmp_path):
+    names = [make_cfg(tmp_path, "regime=few", f"regime.k={k}").regime.name for k in (0, 1, 4, "null")]
+    assert names == ["zero", "one", "few", "full"]
+    assert make_cfg(tmp_path, "regime=full").regime.name == "full"
 
 
 def test_config_hash_ignores_where_a_run_is_recorded(tmp_path):
     a = make_cfg(tmp_path / "a")
-    b = make_cfg(tmp_path / "b", "force=true")
+    b = make_cfg(tmp_path / "b", "+force=true")
     c = make_cfg(tmp_path / "a", "seed=1")
     assert config_hash(a) == config_hash(b)
     assert config_hash(a) != config_hash(c)

@@ -58,6 +58,58 @@ def _identity(cfg: DictConfig, k: int | None) -> dict:
     }
 
 
+def _wandb_ready() -> None:
+    """W&B never fails a run: without an API key it logs offline and says how to upload."""
+    import os
+
+    if os.environ.get("WANDB_MODE") in ("offline", "disabled") or os.environ.get("WANDB_API_KEY"):
+        return
+    import netrc
+
+    try:  # `wandb login` stores the key in ~/.netrc; reading it needs no network
+        logged_in = bool(netrc.netrc().authenticators("api.wandb.ai"))
+    except (FileNotFoundError, netrc.NetrcParseError):
+        logged_in = False
+    if not logged_in:
+        os.environ["WANDB_MODE"] = "offline"
+        print("shotlab: no W&B API key, logging offline; upload later with `wandb sync <run folder>/wandb/offline-run-*`")
+
+
+def _make_logger(cfg: DictConfig):
+    if not cfg.get("logger"):
+        return False
+    if "Wandb" in cfg.logger.get("_target_", ""):
+        _wandb_ready()
+    return instantiate(cfg.logger)
+
+
+def _finish_logger(logger, record: dict, result: dict) -> None:
+    """Log the run's identity and final numbers, then close it (a sweep logs every job)."""
+    if not logger:
+        return
+    logger.log_hyperparams(record)
+    numbers = {f"final/{k}": v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    logger.log_metrics(numbers)
+    if hasattr(logger, "experiment") and type(logger).__name__ == "WandbLogger":
+        logger.experiment.summary.update({**record, **numbers})
+        logger.experiment.finish()
+    else:
+        logger.finalize("success")
+
+
+def _skip_reason(cfg: DictConfig, k: int | None) -> str | None:
+    """Why a (method, regime, seed) cell of a sweep is not worth running, or None."""
+    method = cfg.method.name
+    if cfg.method.trains != "none" and k == 0:
+        return f"{method} trains, and k=0 gives it nothing to train on"
+    if method == "prompt" and k is None:
+        return "prompt puts its examples in the context; all of them do not fit (use a few-shot k)"
+    seed_free = k is None or (method == "prompt" and k == 0)
+    if seed_free and cfg.seed != 0:
+        return "does not depend on the split seed; run once, as seed=0"
+    return None
+
+
 def run(cfg: DictConfig) -> dict:
     """Do one run and return what it writes to metrics.json."""
     check_config(cfg)
@@ -67,14 +119,14 @@ def run(cfg: DictConfig) -> dict:
     task = load_task(OmegaConf.to_container(cfg.task, resolve=True))
     k = cfg.regime.k if cfg.regime.name != "full" else None
     record = _identity(cfg, k)
-    if metrics_file.exists() and not cfg.force:
+    if metrics_file.exists() and not cfg.get("force", False):
         previous = json.loads(metrics_file.read_text())
         if previous.get("config_hash") == record["config_hash"] and previous.get("status") in ("ok", "skipped"):
             return previous
 
-    trains = cfg.method.trains != "none"
-    if trains and k == 0:
-        result = {**record, "status": "skipped", "reason": f"{cfg.method.name} trains, and k=0 gives it nothing to train on"}
+    reason = _skip_reason(cfg, k)
+    if reason:
+        result = {**record, "status": "skipped", "reason": reason}
         _write_json(metrics_file, result)
         return result
 
@@ -94,16 +146,18 @@ def run(cfg: DictConfig) -> dict:
     data.tokenizer = backbone.tokenizer
     if cfg.method.name in ("prompt", "prompt_finetune"):
         raise ShotlabError(f"method={cfg.method.name} is not available yet")
-    result = _fit_and_test(cfg, task, data, backbone, out)
+    logger = _make_logger(cfg)
+    result = _fit_and_test(cfg, task, data, backbone, out, logger)
     result = {**record, "status": "ok", **result, "num_train": data.num_train, "num_test": len(task.test),
               "chance": max(task.test.class_counts(task.num_classes)) / len(task.test),
               "label_names": list(task.label_names),
               "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     _write_json(metrics_file, result)
+    _finish_logger(logger, record, result)
     return result
 
 
-def _fit_and_test(cfg: DictConfig, task, data: ShotDataModule, backbone, out: Path) -> dict:
+def _fit_and_test(cfg: DictConfig, task, data: ShotDataModule, backbone, out: Path, logger) -> dict:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from shotlab.models.classifier import TransferClassifier, add_lora
@@ -133,7 +187,6 @@ def _fit_and_test(cfg: DictConfig, task, data: ShotDataModule, backbone, out: Pa
     )
     steps_per_epoch = math.ceil(data.num_train / cfg.batch_size)
     max_steps = max(cfg.regime.min_steps, cfg.trainer.max_epochs * steps_per_epoch)
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
     # Small samples repeat their few batches for min_steps; validate max_epochs times in all,
     # evenly spaced in steps, rather than after every (one-batch) epoch.
     trainer = instantiate(
@@ -156,11 +209,24 @@ def _fit_and_test(cfg: DictConfig, task, data: ShotDataModule, backbone, out: Pa
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     try:
         result = run(cfg)
-    except ShotlabError as err:
-        print(f"shotlab: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as err:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            if isinstance(err, ShotlabError):
+                print(f"shotlab: error: {err}", file=sys.stderr)
+                sys.exit(2)
+            raise
+        # In a sweep one failed run must not stop the others; the report lists it.
+        print(f"shotlab: run failed: {type(err).__name__}: {err}", file=sys.stderr)
+        out = Path(cfg.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        _write_json(out / "metrics.json", {"status": "failed", "error": error})
+        return None
     return result.get("test_acc")
 
 
