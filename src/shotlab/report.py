@@ -137,7 +137,15 @@ class ReportCallback(Callback):
     """Hydra callback: write the report when a multirun ends."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        write_report(config.hydra.sweep.dir)
+        from omegaconf import OmegaConf
+
+        report = write_report(config.hydra.sweep.dir)
+        logger = OmegaConf.to_container(config.get("logger") or {}, resolve=False)
+        if "Wandb" in str(logger.get("_target_", "")):
+            from shotlab.tracking import log_report
+
+            group = OmegaConf.select(config, "sweep_name")
+            log_report({"project": logger.get("project"), "group": group}, Path(config.hydra.sweep.dir), report)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -58,28 +58,13 @@ def _identity(cfg: DictConfig, k: int | None) -> dict:
     }
 
 
-def _wandb_ready() -> None:
-    """W&B never fails a run: without an API key it logs offline and says how to upload."""
-    import os
-
-    if os.environ.get("WANDB_MODE") in ("offline", "disabled") or os.environ.get("WANDB_API_KEY"):
-        return
-    import netrc
-
-    try:  # `wandb login` stores the key in ~/.netrc; reading it needs no network
-        logged_in = bool(netrc.netrc().authenticators("api.wandb.ai"))
-    except (FileNotFoundError, netrc.NetrcParseError):
-        logged_in = False
-    if not logged_in:
-        os.environ["WANDB_MODE"] = "offline"
-        print("shotlab: no W&B API key, logging offline; upload later with `wandb sync <run folder>/wandb/offline-run-*`")
-
-
 def _make_logger(cfg: DictConfig):
     if not cfg.get("logger"):
         return False
     if "Wandb" in cfg.logger.get("_target_", ""):
-        _wandb_ready()
+        from shotlab.tracking import ensure_wandb_mode
+
+        ensure_wandb_mode()
     return instantiate(cfg.logger)
 
 

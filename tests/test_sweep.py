@@ -1,0 +1,143 @@
+"""Real multiruns on the tiny GPT-2: the report matches the runs, re-runs resume, W&B logs
+every job offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from shotlab.report import write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP = [
+    "backbone=tiny-gpt2", "logger=none", "task.test_size=48", "max_length=24", "trainer.max_epochs=1",
+    "regime.min_steps=4", "trainer.enable_progress_bar=false", "+hydra.callbacks.report._target_=shotlab.report.ReportCallback",
+]
+
+
+def multirun(sweep_dir: Path, *overrides: str, **popen) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "shotlab.train", "-m", *SWEEP, f"hydra.sweep.dir={sweep_dir}", *overrides]
+    env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def finish(proc: subprocess.Popen, timeout: int = 600) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def metrics(sweep_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")}
+
+
+GRID = ["regime.k=0,2", "method=linear_probe,finetune", "seed=0,1"]
+
+
+@pytest.mark.slow
+def test_sweep_report_matches_runs_and_rerun_runs_nothing(tmp_path):
+    sweep = tmp_path / "sweep"
+    out = finish(multirun(sweep, *GRID))
+    runs = metrics(sweep)
+    assert len(runs) == 8
+    skipped = [m for m in runs.values() if m["status"] == "skipped"]
+    assert len(skipped) == 4 and all("k=0 gives it nothing to train on" in m["reason"] for m in skipped)
+    assert "finetune trains, and k=0 gives it nothing to train on" in out  # listed, not averaged away
+
+    table = pd.read_csv(sweep / "report.csv")
+    for method in ("linear_probe", "finetune"):
+        accs = [m["test_acc"] for m in runs.values() if m.get("method") == method and m["status"] == "ok"]
+        row = table[(table.method == method) & (table.k == 2)].iloc[0]
+        assert row.n == 2
+        assert row.acc_mean == pytest.approx(sum(accs) / 2)
+        assert row.acc_std == pytest.approx(pd.Series(accs).std())
+    assert (sweep / "report.png").stat().st_size > 10_000
+    assert "| linear_probe |" in (sweep / "report.md").read_text()
+
+    stamps = {p: p.stat().st_mtime_ns for p in sweep.glob("*/metrics.json")}
+    finish(multirun(sweep, *GRID))
+    assert {p: p.stat().st_mtime_ns for p in sweep.glob("*/metrics.json")} == stamps  # nothing re-ran
+    assert not list(sweep.glob("*/.hydra/../checkpoints/*.ckpt.tmp*"))
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_to_the_same_report(tmp_path):
+    grid = ["regime.k=2", "method=linear_probe", "seed=0,1,2"]
+    whole = tmp_path / "whole"
+    finish(multirun(whole, *grid))
+
+    cut = tmp_path / "cut"
+    proc = multirun(cut, *grid, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(m.get("status") == "ok" for m in metrics(cut).values()):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # as a cluster's time limit or a Ctrl-C would
+    proc.communicate()
+    done_before = [k for k, m in metrics(cut).items() if m.get("status") == "ok"]
+    assert 1 <= len(done_before) < 3
+    finish(multirun(cut, *grid))
+
+    a, b = write_report(whole, echo=False)["table"], write_report(cut, echo=False)["table"]
+    pd.testing.assert_frame_equal(a, b)
+    assert int(b.n.iloc[0]) == 3
+
+
+def wandb_records(run_dir: Path):
+    """Config, summary and run record of an offline W&B run, read from its .wandb file (a
+    LevelDB-style log of protobuf records), so the test needs no server."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = next(run_dir.glob("*.wandb")).read_bytes()
+    pos, chunk, config, summary, run = 7, b"", {}, {}, None  # 7: the ":W&B" header
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # block trailer
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0 and length == 0:
+            break
+        chunk += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a FULL record, or the LAST piece of one
+            record = pb.Record()
+            record.ParseFromString(chunk)
+            chunk = b""
+            which = record.WhichOneof("record_type")
+            if which == "run":
+                run = record.run
+                config.update({u.key: json.loads(u.value_json) for u in record.run.config.update})
+            elif which == "config":
+                config.update({u.key: json.loads(u.value_json) for u in record.config.update})
+            elif which == "summary":
+                summary.update({u.key: json.loads(u.value_json) for u in record.summary.update})
+            elif which == "history":  # logged media and tables
+                summary.update({u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in record.history.item})
+    return config, summary, run
+
+
+@pytest.mark.slow
+def test_wandb_offline_logs_every_job_of_a_sweep(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    sweep = tmp_path / "sweep"
+    finish(multirun(sweep, "logger=wandb", "sweep_name=wandb-test", "regime.k=2", "method=linear_probe", "seed=0,1"))
+    found = {}
+    for run_dir in sweep.glob("*/wandb/offline-run-*"):
+        config, summary, run = wandb_records(run_dir)
+        assert run.run_group == "wandb-test" and run.job_type == "linear_probe"
+        assert (config["method"], config["regime"], config["k"]) == ("linear_probe", "few", 2)
+        found[config["seed"]] = summary["final/test_acc"]
+    runs = {m["seed"]: m["test_acc"] for m in metrics(sweep).values()}
+    assert found == pytest.approx(runs) and set(found) == {0, 1}
+    reports = list(sweep.glob("wandb/offline-run-*"))
+    logged = wandb_records(reports[0])[1]
+    assert reports and {"report/table/_type", "report/plot/_type"} <= set(logged), sorted(logged)
