@@ -85,11 +85,11 @@ def _finish_logger(logger, record: dict, result: dict) -> None:
 def _skip_reason(cfg: DictConfig, k: int | None) -> str | None:
     """Why a (method, regime, seed) cell of a sweep is not worth running, or None."""
     method = cfg.method.name
-    if cfg.method.trains != "none" and k == 0:
+    if cfg.method.trains != "none" and k == 0 and method != "prompt_finetune":
         return f"{method} trains, and k=0 gives it nothing to train on"
     if method == "prompt" and k is None:
         return "prompt puts its examples in the context; all of them do not fit (use a few-shot k)"
-    seed_free = k is None or (method == "prompt" and k == 0)
+    seed_free = k is None or (method in ("prompt", "prompt_finetune") and k == 0)
     if seed_free and cfg.seed != 0:
         return "does not depend on the split seed; run once, as seed=0"
     return None
@@ -119,6 +119,10 @@ def run(cfg: DictConfig) -> dict:
         task, tokenizer=None, k=k, seed=cfg.seed, per_class=cfg.regime.per_class,
         max_length=cfg.max_length, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
     )
+    if cfg.get("force", False) and (out / "checkpoints").exists():
+        import shutil
+
+        shutil.rmtree(out / "checkpoints")  # +force=true redoes the run from scratch
     _write_json(out / "split.json", data.split_record())
 
     # Everything a user can get wrong has been checked; now the model loads.
@@ -129,10 +133,11 @@ def run(cfg: DictConfig) -> dict:
     if cfg.backbone.init_from:
         _init_from(backbone, cfg.backbone.init_from)
     data.tokenizer = backbone.tokenizer
-    if cfg.method.name in ("prompt", "prompt_finetune"):
-        raise ShotlabError(f"method={cfg.method.name} is not available yet")
     logger = _make_logger(cfg)
-    result = _fit_and_test(cfg, task, data, backbone, out, logger)
+    if cfg.method.name == "prompt":
+        result = _prompt(cfg, task, data, backbone)
+    else:
+        result = _fit_and_test(cfg, task, data, backbone, out, logger)
     result = {**record, "status": "ok", **result, "num_train": data.num_train, "num_test": len(task.test),
               "chance": max(task.test.class_counts(task.num_classes)) / len(task.test),
               "label_names": list(task.label_names),
@@ -140,6 +145,45 @@ def run(cfg: DictConfig) -> dict:
     _write_json(metrics_file, result)
     _finish_logger(logger, record, result)
     return result
+
+
+def _scores(predictions: torch.Tensor, labels, num_classes: int) -> dict:
+    from torchmetrics.functional.classification import (
+        multiclass_accuracy,
+        multiclass_confusion_matrix,
+        multiclass_f1_score,
+    )
+
+    target = torch.as_tensor(labels)
+    return {
+        "test_acc": multiclass_accuracy(predictions, target, num_classes, average="micro").item(),
+        "test_f1": multiclass_f1_score(predictions, target, num_classes, average="macro").item(),
+        "confusion": multiclass_confusion_matrix(predictions, target, num_classes).tolist(),
+    }
+
+
+def _prompt(cfg: DictConfig, task, data: ShotDataModule, backbone) -> dict:
+    """Zero-shot (k=0) or in-context (the k-shot sample as demonstrations) LM scoring."""
+    from shotlab.models.scorer import LMScorer, demonstrations
+
+    train = data.splits["train"]
+    demos = demonstrations(train.texts, train.labels, task.template, task.verbalizer, seed=cfg.seed)
+    scorer = LMScorer(backbone, task.template, task.verbalizer, token_reduce=cfg.method.token_reduce,
+                      batch_size=cfg.eval_batch_size)
+    t0 = time.perf_counter()
+    scored = scorer.score(task.test.texts, demos, calibrate=cfg.method.calibrate)
+    return {**_scores(scored.predictions, task.test.labels, task.num_classes),
+            "train_seconds": 0.0, "eval_seconds": time.perf_counter() - t0,
+            "num_demonstrations": scored.num_demonstrations}
+
+
+def _verbalizer_head(backbone, task):
+    from shotlab.models.heads import VerbalizerHead
+
+    words = [(c, w) for c, ws in enumerate(task.verbalizer) for w in ws]
+    first = [backbone.tokenizer(" " + w, add_special_tokens=False).input_ids[0] for _, w in words]
+    weight = backbone.lm.get_output_embeddings().weight.detach()
+    return VerbalizerHead(weight, first, [c for c, _ in words], task.num_classes)
 
 
 def _fit_and_test(cfg: DictConfig, task, data: ShotDataModule, backbone, out: Path, logger) -> dict:
@@ -156,7 +200,11 @@ def _fit_and_test(cfg: DictConfig, task, data: ShotDataModule, backbone, out: Pa
 
         key = config_hash(OmegaConf.create({"backbone": cfg.backbone, "task": cfg.task, "max_length": cfg.max_length}))
         data.encoder = FeatureCache(backbone, cache_dir() / "features" / key, batch_size=cfg.eval_batch_size)
-    head = instantiate(cfg.head, hidden_size=backbone.hidden_size, num_classes=task.num_classes)
+    if method.name == "prompt_finetune":  # the zero-shot classifier as the starting head
+        head = _verbalizer_head(backbone, task)
+        data.template = task.template
+    else:
+        head = instantiate(cfg.head, hidden_size=backbone.hidden_size, num_classes=task.num_classes)
     model = TransferClassifier(
         backbone, head, task.num_classes,
         optimizer=instantiate(cfg.optimizer.optim), lr=cfg.optimizer.lr,
@@ -171,7 +219,7 @@ def _fit_and_test(cfg: DictConfig, task, data: ShotDataModule, backbone, out: Pa
         filename="best" if has_val else "last", save_weights_only=False,
     )
     steps_per_epoch = math.ceil(data.num_train / cfg.batch_size)
-    max_steps = max(cfg.regime.min_steps, cfg.trainer.max_epochs * steps_per_epoch)
+    max_steps = max(cfg.regime.min_steps, cfg.trainer.max_epochs * steps_per_epoch, 1)
     # Small samples repeat their few batches for min_steps; validate max_epochs times in all,
     # evenly spaced in steps, rather than after every (one-batch) epoch.
     trainer = instantiate(
@@ -181,10 +229,11 @@ def _fit_and_test(cfg: DictConfig, task, data: ShotDataModule, backbone, out: Pa
     )
     t0 = time.perf_counter()
     data.setup()
-    trainer.fit(model, datamodule=data, ckpt_path=cfg.ckpt_path)
+    if data.num_train:  # k=0 (prompt_finetune's zero-shot head): nothing trains
+        trainer.fit(model, datamodule=data, ckpt_path=cfg.ckpt_path)
     train_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    trainer.test(model, datamodule=data, ckpt_path="best" if has_val else None, verbose=False)
+    trainer.test(model, datamodule=data, ckpt_path="best" if has_val and data.num_train else None, verbose=False)
     eval_seconds = time.perf_counter() - t0
     res = model.test_results
     return {"test_acc": res["acc"], "test_f1": res["f1"], "confusion": res["confusion"],

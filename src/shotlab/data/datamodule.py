@@ -35,9 +35,10 @@ class ShotDataModule(L.LightningDataModule):
         batch_size: int = 16,
         eval_batch_size: int = 32,
         encoder: Encoder | None = None,
+        template: str | None = None,
     ):
         super().__init__()
-        self.task, self.tokenizer, self.encoder = task, tokenizer, encoder
+        self.task, self.tokenizer, self.encoder, self.template = task, tokenizer, encoder, template
         self.max_length, self.batch_size, self.eval_batch_size = max_length, batch_size, eval_batch_size
         self.seed = seed
         # The sample is drawn here, before any model loads: k too large fails at once.
@@ -68,7 +69,16 @@ class ShotDataModule(L.LightningDataModule):
         }
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        """Token ids of each text (its first max_length tokens); with a template, the text is
+        cut first and then formatted, so the template's tail (before the label word) stays."""
+        if self.template is None:
+            return self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        texts = [
+            t if len(i) <= self.max_length else self.tokenizer.decode(i[: self.max_length], clean_up_tokenization_spaces=False)
+            for t, i in zip(texts, ids)
+        ]
+        return self.tokenizer([self.template.format(text=t) for t in texts])["input_ids"]
 
     def setup(self, stage: str | None = None) -> None:
         for name, split in self.splits.items():  # tokenise once per split
