@@ -23,8 +23,11 @@ install: $(VENV)/.installed
 assets: install
 	$(BIN)/python -m shotlab.assets fetch
 
+# The regime comparison on the embedded default (smollm2-135m, movie_sentiment); re-running
+# it resumes, skipping finished runs. DEMO_ARGS narrows or widens the grid.
+DEMO_ARGS ?= method=prompt,linear_probe,finetune
 demo: install
-	$(BIN)/python -m shotlab.demo
+	$(BIN)/python -m shotlab.train experiment=compare_regimes $(DEMO_ARGS)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -62,3 +62,29 @@ def test_config_hash_ignores_where_a_run_is_recorded(tmp_path):
     c = make_cfg(tmp_path / "a", "seed=1")
     assert config_hash(a) == config_hash(b)
     assert config_hash(a) != config_hash(c)
+
+
+EXPERIMENTS = sorted(f.stem for f in (CONF / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_with_its_sweep(tmp_path, name):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={name}", f"output_dir={tmp_path}"], return_hydra_config=True)
+    assert cfg.hydra.sweeper.params, "an experiment is a sweep"
+    check_config(cfg)
+
+
+def test_compare_regimes_covers_every_regime_and_method(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=compare_regimes", f"output_dir={tmp_path}"],
+                      return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    ks = params["regime.k"].split(",")
+    assert {"0", "1", "null"} <= set(ks) and len([k for k in ks if k not in ("0", "1", "null")]) >= 2
+    assert set(params["method"].split(",")) == {"prompt", "finetune", "linear_probe", "lora", "prompt_finetune"}
+    assert len(params["seed"].split(",")) >= 3

@@ -164,7 +164,7 @@ def test_lora_checkpoint_restores_adapters_and_head(tmp_path):
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n or n.startswith("head.") for n in trainable)
     with torch.no_grad():
-        for n, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.1)  # as if trained
     ckpt = {"state_dict": model.state_dict()}

@@ -89,6 +89,9 @@ def _skip_reason(cfg: DictConfig, k: int | None) -> str | None:
         return f"{method} trains, and k=0 gives it nothing to train on"
     if method == "prompt" and k is None:
         return "prompt puts its examples in the context; all of them do not fit (use a few-shot k)"
+    full_methods = cfg.get("full_methods")
+    if k is None and full_methods is not None and method not in full_methods:
+        return f"full data runs only for full_methods={list(full_methods)} here (too slow for this sweep)"
     seed_free = k is None or (method in ("prompt", "prompt_finetune") and k == 0)
     if seed_free and cfg.seed != 0:
         return "does not depend on the split seed; run once, as seed=0"

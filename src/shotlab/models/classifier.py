@@ -15,7 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
 
 from shotlab.models.backbone import Backbone
 
@@ -141,12 +145,12 @@ class TransferClassifier(L.LightningModule):
         layer_decay^(depth from the top); no weight decay on biases and norm weights."""
         num_blocks = self.backbone.lm.config.num_hidden_layers
         groups: dict[tuple[float, float], list] = {}
-        named = [(f"head.{n}", p, self.lr) for n, p in self.head.named_parameters()]
+        rated = [(p, self.lr) for p in self.head.parameters()]
         base = self.lr * self.backbone_lr_scale
         for n, p in self.backbone.named_parameters():
             depth = block_depth(n, num_blocks)
-            named.append((n, p, base * self.layer_decay ** (num_blocks + 1 - depth)))
-        for n, p, lr in named:
+            rated.append((p, base * self.layer_decay ** (num_blocks + 1 - depth)))
+        for p, lr in rated:
             if not p.requires_grad:
                 continue
             decay = 0.0 if p.ndim < 2 else self.weight_decay

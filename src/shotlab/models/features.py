@@ -35,7 +35,10 @@ class FeatureCache:
             was_training = self.backbone.training
             self.backbone.eval()
             pad = self.backbone.tokenizer.pad_token_id
-            for start in range(0, len(missing), self.batch_size):
+            from tqdm.auto import tqdm
+
+            starts = range(0, len(missing), self.batch_size)
+            for start in tqdm(starts, desc=f"features {split}", unit="batch", leave=False):
                 chunk = missing[start : start + self.batch_size]
                 T = max(len(tokens[i]) for i in chunk)
                 input_ids = torch.full((len(chunk), T), pad, dtype=torch.long)

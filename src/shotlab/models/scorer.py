@@ -36,7 +36,9 @@ def format_prompt(template: str, text: str) -> str:
     return template.format(text=text)
 
 
-def demonstrations(texts: Sequence[str], labels: Sequence[int], template: str, verbalizer, seed: int) -> list[str]:
+def demonstrations(
+    texts: Sequence[str], labels: Sequence[int], template: str, verbalizer, seed: int
+) -> list[str]:
     """In-context demonstrations `prompt + " " + gold word` (a label's first verbalizer word),
     in an order fixed by `seed`. Which examples to show is the caller's choice (the k-shot sampler)."""
     order = np.random.default_rng(seed).permutation(len(texts))
@@ -51,7 +53,7 @@ def demonstration_prefix(demos: Sequence[str]) -> str:
 def split_prompt(template: str, text: str, prefix: str = "") -> tuple[str, str]:
     """(shared, rest) with shared + rest == prefix + format_prompt(template, text)."""
     head = format_prompt(template, "\0").split("\0")[0]  # the template before {text}, unescaped
-    shared = head
+    shared = head.rstrip(" ")
     return prefix + shared, format_prompt(template, text)[len(shared) :]
 
 
@@ -136,8 +138,8 @@ class LMScorer:
         prefix_kv, prefix_last = [], None
         if P:
             cache = DynamicCache()
-            hidden, _ = bb.states(torch.tensor([shared], device=dev), torch.ones(1, P, dtype=torch.long, device=dev),
-                                  cache=cache)
+            ids = torch.tensor([shared], device=dev)  # (1, P)
+            hidden, _ = bb.states(ids, torch.ones_like(ids), cache=cache)  # (1, P, H)
             prefix_kv, prefix_last = [(layer.keys, layer.values) for layer in cache.layers], hidden[:, -1]
         words = _pad(self.word_ids, bb.tokenizer.pad_token_id, dev)  # (J, M) ids and mask
         out = torch.empty(len(rests), self.num_classes)
@@ -155,7 +157,8 @@ class LMScorer:
         ids, mask = _pad(rests, bb.tokenizer.pad_token_id, dev)  # (B, L)
         lengths = mask.sum(1)  # (B,)
         L = ids.shape[1]
-        cache = DynamicCache(ddp_cache_data=[(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in prefix_kv])
+        cache = DynamicCache(ddp_cache_data=[(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1))
+                                             for k, v in prefix_kv])  # empty when P == 0
         mask = torch.cat([torch.ones(B, P, dtype=torch.long, device=dev), mask], 1)  # (B, P+L)
         positions = P + torch.arange(L, device=dev).expand(B, L)  # pads sit after the text, masked out
         hidden, _ = bb.states(ids, mask, cache=cache, position_ids=positions)  # (B, L, H)
@@ -171,7 +174,8 @@ class LMScorer:
             rows_mask = word_mask[:, :-1].repeat(B, 1)  # (B*J, M-1)
             full_mask = torch.cat([mask.repeat_interleave(J, 0), rows_mask], 1)  # (B*J, P+L+M-1)
             positions = P + lengths.repeat_interleave(J)[:, None] + torch.arange(M - 1, device=dev)
-            word_hidden, _ = bb.states(word_ids[:, :-1].repeat(B, 1), full_mask, cache=cache, position_ids=positions)
+            inputs = word_ids[:, :-1].repeat(B, 1)  # (B*J, M-1)
+            word_hidden, _ = bb.states(inputs, full_mask, cache=cache, position_ids=positions)
             prev = torch.cat([prev, word_hidden], 1)  # (B*J, M, H): the state before each word token
         # Only the real word positions go through the LM head: (R, H) -> (R, V), never T x V.
         real = word_mask.repeat(B, 1).bool()  # (B*J, M)
