@@ -73,8 +73,11 @@ def test_every_experiment_composes_with_its_sweep(tmp_path, name):
 
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={name}", f"output_dir={tmp_path}"], return_hydra_config=True)
-    assert cfg.hydra.sweeper.params, "an experiment is a sweep"
     check_config(cfg)
+    for key, values in (cfg.hydra.sweeper.params or {}).items():  # each swept key exists
+        first = values.split(",")[0]
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            check_config(compose("train", overrides=[f"experiment={name}", f"{key}={first}", f"output_dir={tmp_path}"]))
 
 
 def test_compare_regimes_covers_every_regime_and_method(tmp_path):

@@ -38,9 +38,21 @@ def _regime_label(regime: str, k) -> str:
     return {"zero": "zero", "one": "one (k=1)", "full": "full"}.get(regime, f"few (k={k})")
 
 
+def _labels(runs: pd.DataFrame) -> pd.Series:
+    """A row label: the method, plus the backbone when a sweep compares several, plus the
+    run it started from (head swap) when there is one."""
+    label = runs["method"].astype(str)
+    if runs["backbone"].nunique() > 1:
+        label = label + " · " + runs["backbone"].astype(str)
+    if "init_from" in runs:
+        source = runs["init_from"].map(lambda p: f" ← {Path(p).name}" if isinstance(p, str) and p else "")
+        label = label + source
+    return label
+
+
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean, std (over split seeds) and n of test accuracy and macro-F1 per method x regime/k."""
-    runs = runs.assign(k=runs["k"].astype("Int64"))
+    runs = runs.assign(k=runs["k"].astype("Int64"), method=_labels(runs))
     table = (
         runs.groupby(["method", "regime", "k"], dropna=False)
         .agg(acc_mean=("test_acc", "mean"), acc_std=("test_acc", "std"), f1_mean=("test_f1", "mean"),

@@ -54,6 +54,7 @@ def _identity(cfg: DictConfig, k: int | None) -> dict:
         "k": k,
         "per_class": cfg.regime.per_class,
         "seed": cfg.seed,
+        "init_from": cfg.backbone.get("init_from"),
         "config_hash": config_hash(cfg),
     }
 
@@ -199,10 +200,13 @@ def _fit_and_test(cfg: DictConfig, task, data: ShotDataModule, backbone, out: Pa
     if method.trains == "lora":
         add_lora(backbone, **OmegaConf.to_container(method.lora, resolve=True))
     if method.get("feature_cache"):
+        import os
+
         from shotlab.assets import cache_dir
 
         key = config_hash(OmegaConf.create({"backbone": cfg.backbone, "task": cfg.task, "max_length": cfg.max_length}))
-        data.encoder = FeatureCache(backbone, cache_dir() / "features" / key, batch_size=cfg.eval_batch_size)
+        root = Path(os.environ.get("SHOTLAB_FEATURES") or cache_dir() / "features")
+        data.encoder = FeatureCache(backbone, root / key, batch_size=cfg.eval_batch_size)
     if method.name == "prompt_finetune":  # the zero-shot classifier as the starting head
         head = _verbalizer_head(backbone, task)
         data.template = task.template
