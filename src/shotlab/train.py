@@ -204,7 +204,9 @@ def _fit_and_test(cfg: DictConfig, task, data: ShotDataModule, backbone, out: Pa
 
         from shotlab.assets import cache_dir
 
-        key = config_hash(OmegaConf.create({"backbone": cfg.backbone, "task": cfg.task, "max_length": cfg.max_length}))
+        # Stored per example id: one store serves every k, seed and test_size of a task.
+        task_cfg = {k: v for k, v in cfg.task.items() if k != "test_size"}
+        key = config_hash(OmegaConf.create({"backbone": cfg.backbone, "task": task_cfg, "max_length": cfg.max_length}))
         root = Path(os.environ.get("SHOTLAB_FEATURES") or cache_dir() / "features")
         data.encoder = FeatureCache(backbone, root / key, batch_size=cfg.eval_batch_size)
     if method.name == "prompt_finetune":  # the zero-shot classifier as the starting head
