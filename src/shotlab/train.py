@@ -206,7 +206,10 @@ def _fit_and_test(cfg: DictConfig, task, data: ShotDataModule, backbone, out: Pa
 
         # Stored per example id: one store serves every k, seed and test_size of a task.
         task_cfg = {k: v for k, v in cfg.task.items() if k != "test_size"}
-        key = config_hash(OmegaConf.create({"backbone": cfg.backbone, "task": task_cfg, "max_length": cfg.max_length}))
+        local = Path(str(cfg.backbone.name_or_path))  # a local folder's weights may be re-trained in place
+        stamp = max((f.stat().st_mtime_ns for f in local.glob("*.safetensors")), default=0) if local.is_dir() else 0
+        key = config_hash(OmegaConf.create({"backbone": cfg.backbone, "task": task_cfg, "max_length": cfg.max_length,
+                                            "weights_mtime": stamp}))
         root = Path(os.environ.get("SHOTLAB_FEATURES") or cache_dir() / "features")
         data.encoder = FeatureCache(backbone, root / key, batch_size=cfg.eval_batch_size)
     if method.name == "prompt_finetune":  # the zero-shot classifier as the starting head
