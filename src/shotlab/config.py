@@ -28,7 +28,8 @@ if not OmegaConf.has_resolver("regime_name"):
     OmegaConf.register_new_resolver("regime_name", regime_name)
 
 
-def _number(cfg: DictConfig, key: str, low: float, high: float = float("inf"), integer=False, none_ok=False):
+def check_number(cfg: DictConfig, key: str, low: float, high: float = float("inf"), integer=False, none_ok=False):
+    """Raise a one-line ShotlabError unless cfg[key] is a number (an int) in [low, high]."""
     value = OmegaConf.select(cfg, key)
     if value is None and none_ok:
         return
@@ -46,17 +47,17 @@ def check_config(cfg: DictConfig) -> None:
         raise ShotlabError(f"method.name must be one of {METHODS}, got {cfg.method.name!r}")
     if cfg.method.trains not in TRAINS:
         raise ShotlabError(f"method.trains must be one of {TRAINS}, got {cfg.method.trains!r}")
-    _number(cfg, "regime.k", 0, integer=True, none_ok=True)
-    _number(cfg, "seed", 0, integer=True)
-    _number(cfg, "max_length", 8, 1_000_000, integer=True)
-    _number(cfg, "batch_size", 1, integer=True)
-    _number(cfg, "eval_batch_size", 1, integer=True)
-    _number(cfg, "optimizer.lr", 0)
-    _number(cfg, "optimizer.weight_decay", 0)
-    _number(cfg, "optimizer.warmup_fraction", 0, 1)
-    _number(cfg, "method.lm_loss_weight", 0)
-    _number(cfg, "method.backbone_lr_scale", 0)
-    _number(cfg, "method.layer_decay", 0, 1)
+    check_number(cfg, "regime.k", 0, integer=True, none_ok=True)
+    check_number(cfg, "seed", 0, integer=True)
+    check_number(cfg, "max_length", 8, 1_000_000, integer=True)
+    check_number(cfg, "batch_size", 1, integer=True)
+    check_number(cfg, "eval_batch_size", 1, integer=True)
+    check_number(cfg, "optimizer.lr", 0)
+    check_number(cfg, "optimizer.weight_decay", 0)
+    check_number(cfg, "optimizer.warmup_fraction", 0, 1)
+    check_number(cfg, "method.lm_loss_weight", 0)
+    check_number(cfg, "method.backbone_lr_scale", 0)
+    check_number(cfg, "method.layer_decay", 0, 1)
     if cfg.optimizer.lr == 0:
         raise ShotlabError("optimizer.lr must be > 0")
     if cfg.backbone.pooling not in ("last", "mean"):

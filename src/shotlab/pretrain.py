@@ -30,7 +30,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from shotlab import ShotlabError
-from shotlab.config import _number
+from shotlab.config import check_number
 
 log = logging.getLogger(__name__)
 EOS = "<|endoftext|>"  # the end-of-text token of a trained tokenizer, as in GPT-2
@@ -158,17 +158,17 @@ def split_blocks(blocks: torch.Tensor, fraction: float) -> tuple[torch.Tensor, t
 
 def check_pretrain_config(cfg: DictConfig) -> None:
     """Raise a one-line ShotlabError for a value a user may have mistyped."""
-    _number(cfg, "block_size", 2, 1_000_000, integer=True)
-    _number(cfg, "holdout_fraction", 1e-6, 0.5)
-    _number(cfg, "batch_size", 1, integer=True)
-    _number(cfg, "eval_batch_size", 1, integer=True)
-    _number(cfg, "max_steps", 1, integer=True, none_ok=True)
-    _number(cfg, "max_minutes", 1e-6, none_ok=True)
-    _number(cfg, "val_every_n_steps", 1, integer=True)
-    _number(cfg, "optimizer.lr", 1e-12)
-    _number(cfg, "optimizer.weight_decay", 0)
-    _number(cfg, "optimizer.warmup_steps", 0, integer=True)
-    _number(cfg, "optimizer.min_lr_ratio", 0, 1)
+    check_number(cfg, "block_size", 2, 1_000_000, integer=True)
+    check_number(cfg, "holdout_fraction", 1e-6, 0.5)
+    check_number(cfg, "batch_size", 1, integer=True)
+    check_number(cfg, "eval_batch_size", 1, integer=True)
+    check_number(cfg, "max_steps", 1, integer=True, none_ok=True)
+    check_number(cfg, "max_minutes", 1e-6, none_ok=True)
+    check_number(cfg, "val_every_n_steps", 1, integer=True)
+    check_number(cfg, "optimizer.lr", 1e-12)
+    check_number(cfg, "optimizer.weight_decay", 0)
+    check_number(cfg, "optimizer.warmup_steps", 0, integer=True)
+    check_number(cfg, "optimizer.min_lr_ratio", 0, 1)
     if cfg.max_steps is None and cfg.max_minutes is None:
         raise ShotlabError("set max_steps=N or max_minutes=M (or both) to bound the run")
     if cfg.optimizer.schedule not in ("cosine", "linear"):
@@ -176,7 +176,7 @@ def check_pretrain_config(cfg: DictConfig) -> None:
     if cfg.corpus.source == "text_files" and cfg.corpus.unit not in ("line", "file"):
         raise ShotlabError(f"corpus.unit must be 'line' or 'file', got {cfg.corpus.unit!r}")
     if cfg.tokenizer.train:
-        _number(cfg, "tokenizer.vocab_size", 258, integer=True)  # 256 bytes + EOS + a merge
+        check_number(cfg, "tokenizer.vocab_size", 258, integer=True)  # 256 bytes + EOS + a merge
         if not cfg.backbone.random_init:
             raise ShotlabError(
                 "tokenizer.train=true needs a backbone built from scratch (random_init, e.g. backbone=gpt2-mini); "
