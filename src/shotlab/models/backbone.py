@@ -107,7 +107,7 @@ class Backbone(nn.Module):
             cache=cache,
             use_cache=cache is not None,
         )
-        return out.last_hidden_state, out.past_key_values if cache is not None else None
+        return out.last_hidden_state, cache  # a passed-in cache is updated in place
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T, H) -> (B, H): the last real token's state, or the mean over real tokens."""
