@@ -93,6 +93,14 @@ def test_calibration_undoes_a_constant_label_bias():
     torch.testing.assert_close(fixed.softmax(-1), unbiased.softmax(-1))
 
 
+def test_calibration_divides_by_the_mean_content_free_probabilities():
+    content_free = torch.tensor([[0.8, 0.2], [0.4, 0.6]]).log()  # p_cf = (0.6, 0.4)
+    scores = torch.tensor([[0.5, 0.5], [0.65, 0.35]]).log()
+    fixed = calibrate_scores(scores, content_free)
+    torch.testing.assert_close(fixed.exp(), torch.tensor([[0.5 / 0.6, 0.5 / 0.4], [0.65 / 0.6, 0.35 / 0.4]]))
+    assert fixed.argmax(-1).tolist() == [1, 0]
+
+
 def test_calibrate_scores_content_free_inputs_after_the_same_demonstrations(backbone):
     scorer = LMScorer(backbone, TEMPLATE, VERBALIZER)
     got = scorer.score(TEXTS, _demos(), calibrate=True)
