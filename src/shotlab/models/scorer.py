@@ -144,7 +144,9 @@ class LMScorer:
         words = _pad(self.word_ids, bb.tokenizer.pad_token_id, dev)  # (J, M) ids and mask
         out = torch.empty(len(rests), self.num_classes)
         order = sorted(range(len(rests)), key=lambda i: -len(rests[i]))  # similar lengths share a batch
-        for start in range(0, len(order), self.batch_size):
+        from tqdm.auto import tqdm
+
+        for start in tqdm(range(0, len(order), self.batch_size), desc="prompt scoring", unit="batch", leave=False):
             index = order[start : start + self.batch_size]
             out[index] = self._score_batch(prefix_kv, prefix_last, P, [rests[i] for i in index], words)
         return out
