@@ -104,3 +104,23 @@ def test_labels_are_int_indices_in_label_name_order(tmp_path):
     task = load_task(task_cfg("csv", files={"train": write_csv(tmp_path / "o.csv", rows)}, label_names=["b", "a"]))
     assert task.label_names == ("b", "a")
     assert task.train.labels.dtype == np.int64
+
+
+def test_hf_source_reads_a_dataset_folder_and_keeps_classlabel_order(tmp_path):
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})
+    for split, n in (("train", 30), ("test", 10)):
+        rows = {"text": [f"{split} text {i}" for i in range(n)], "label": [i % 2 for i in range(n)]}
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "data" / f"{split}.parquet"))
+    task = load_task({**task_cfg("hf"), "name": "local", "path": str(tmp_path / "data")})
+    assert task.label_names == ("neg", "pos")  # the dataset's ClassLabel order, not sorted strings
+    assert len(task.test) == 10 and len(task.train) + len(task.validation) == 30
+
+
+def test_hf_dataset_that_cannot_be_loaded_says_so(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ShotlabError, match="cannot load Hugging Face dataset 'no-such/dataset'"):
+        load_task({**task_cfg("hf"), "name": "x", "path": "no-such/dataset"})
