@@ -30,7 +30,8 @@ class FeatureCache:
         """(N, H) pooled features of the given examples, computing only those not cached yet."""
         file = self._file(split)
         store: dict[str, torch.Tensor] = torch.load(file) if file.exists() else {}
-        missing = [i for i, rid in enumerate(ids) if rid not in store]
+        # Longest first, so each batch pads to a similar length (padding is wasted compute).
+        missing = sorted((i for i, rid in enumerate(ids) if rid not in store), key=lambda i: -len(tokens[i]))
         if missing:
             was_training = self.backbone.training
             self.backbone.eval()
