@@ -13,7 +13,7 @@ REGIMES = ("zero", "one", "few", "full")
 METHODS = ("prompt", "prompt_finetune", "finetune", "linear_probe", "lora")
 TRAINS = ("none", "all", "head", "lora")
 # Keys that change where or how a run is recorded, not what it computes.
-NOT_IDENTITY = ("force", "ckpt_path", "logger", "output_dir", "hydra", "sweep_name", "full_methods")
+NOT_IDENTITY = ("force", "ckpt_path", "checkpoint_optimizer", "logger", "output_dir", "hydra", "sweep_name", "full_methods")
 
 
 def regime_name(k: int | None) -> str:

@@ -122,6 +122,7 @@ def run(cfg: DictConfig) -> dict:
     data = ShotDataModule(
         task, tokenizer=None, k=k, seed=cfg.seed, per_class=cfg.regime.per_class,
         max_length=cfg.max_length, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
+        shuffle_seed=cfg.train_seed,
     )
     if cfg.get("force", False) and (out / "checkpoints").exists():
         import shutil
@@ -195,6 +196,7 @@ def _fit_and_test(cfg: DictConfig, task, data: ShotDataModule, backbone, out: Pa
 
     from shotlab.models.classifier import TransferClassifier, add_lora
     from shotlab.models.features import FeatureCache
+    from shotlab.requeue import ResumeOnSlurm, hpc_checkpoints
 
     method = cfg.method
     if method.trains == "lora":
@@ -228,21 +230,25 @@ def _fit_and_test(cfg: DictConfig, task, data: ShotDataModule, backbone, out: Pa
     checkpoint = ModelCheckpoint(
         dirpath=out / "checkpoints",
         monitor="val/acc" if has_val else None, mode="max", save_top_k=1,
-        filename="best" if has_val else "last", save_weights_only=False,
+        filename="best" if has_val else "last", save_weights_only=not cfg.checkpoint_optimizer,
     )
     steps_per_epoch = math.ceil(data.num_train / cfg.batch_size)
     max_steps = max(cfg.regime.min_steps, cfg.trainer.max_epochs * steps_per_epoch, 1)
     # Small samples repeat their few batches for min_steps; validate max_epochs times in all,
     # evenly spaced in steps, rather than after every (one-batch) epoch.
     trainer = instantiate(
-        cfg.trainer, max_steps=max_steps, max_epochs=-1, callbacks=[checkpoint], logger=logger,
+        cfg.trainer, max_steps=max_steps, max_epochs=-1, callbacks=[checkpoint, ResumeOnSlurm()], logger=logger,
         default_root_dir=str(out), num_sanity_val_steps=0, check_val_every_n_epoch=None,
         val_check_interval=math.ceil(max_steps / cfg.trainer.max_epochs),
     )
     t0 = time.perf_counter()
     data.setup()
     if data.num_train:  # k=0 (prompt_finetune's zero-shot head): nothing trains
-        trainer.fit(model, datamodule=data, ckpt_path=cfg.ckpt_path)
+        resume = hpc_checkpoints(out)  # a requeued SLURM job goes on from where it stopped
+        model.train()  # from_pretrained leaves the backbone in eval mode; Lightning keeps modes as found
+        trainer.fit(model, datamodule=data, ckpt_path=resume[-1] if resume else cfg.ckpt_path)
+    for done in hpc_checkpoints(out):  # on SLURM, test(ckpt_path=None) would load the newest
+        done.unlink()
     train_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     trainer.test(model, datamodule=data, ckpt_path="best" if has_val and data.num_train else None, verbose=False)

@@ -6,21 +6,44 @@ Model selection: one/few-shot runs validate on a sample of the validation split 
 same size as the training sample, drawn with the same split seed; full runs use the whole
 validation split. The test split is always the task's test split (or its fixed subset,
 `task.test_size`), the same for every regime and seed.
+Batch order: epoch e's order is a function of (shuffle_seed, e) alone, not of the global RNG, and
+e is saved in checkpoints, so a run resumed from one (requeue.py) sees the batches the
+uninterrupted run saw.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from shotlab.data.sampling import ids_hash, sample_k
 from shotlab.data.tasks import Split, Task
 
 # (split name, example ids, token id lists) -> pooled features (N, H); see models/features.py
 Encoder = Callable[[str, Sequence[str], Sequence[Sequence[int]]], torch.Tensor]
+
+
+class EpochShuffle(Sampler[int]):
+    """A permutation of range(n) for each epoch, a function of (seed, epoch) alone. It counts its
+    epochs itself and is saved with the datamodule: Lightning's epoch count (set_epoch) comes
+    back one short after some resumes (seen after a resume from a save at a validation step)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):  # a generator: an iterator Lightning makes but never reads counts for nothing
+        order = list(range(self.n))
+        # A str seed is hashed whole (sha512); torch.Generator would keep only 32 bits of an int.
+        random.Random(f"{self.seed}/{self.epoch}").shuffle(order)
+        self.epoch += 1
+        yield from order
 
 
 class ShotDataModule(L.LightningDataModule):
@@ -36,11 +59,13 @@ class ShotDataModule(L.LightningDataModule):
         eval_batch_size: int = 32,
         encoder: Encoder | None = None,
         template: str | None = None,
+        shuffle_seed: int | None = None,
     ):
         super().__init__()
         self.task, self.tokenizer, self.encoder, self.template = task, tokenizer, encoder, template
         self.max_length, self.batch_size, self.eval_batch_size = max_length, batch_size, eval_batch_size
         self.seed = seed
+        self.shuffle_seed = seed if shuffle_seed is None else shuffle_seed  # orders the training batches
         # The sample is drawn here, before any model loads: k too large fails at once.
         train_ix = sample_k(task.train.labels, k, seed, per_class, task.label_names)
         self.splits: dict[str, Split] = {"train": task.train.subset(train_ix), "test": task.test}
@@ -51,6 +76,13 @@ class ShotDataModule(L.LightningDataModule):
             val_ix = sample_k(task.validation.labels, val_k, seed, per_class, task.label_names)
             self.splits["validation"] = task.validation.subset(val_ix)
         self._data: dict[str, list[dict]] = {}
+        self.train_order = EpochShuffle(len(self.splits["train"]), self.shuffle_seed)
+
+    def state_dict(self) -> dict:  # in every checkpoint: a resumed run goes on with the next epoch's order
+        return {"train_epochs": self.train_order.epoch}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.train_order.epoch = state_dict["train_epochs"]
 
     @property
     def num_train(self) -> int:
@@ -89,6 +121,8 @@ class ShotDataModule(L.LightningDataModule):
             if self.encoder is not None:
                 feats = self.encoder(name, split.ids, tokens)
                 rows = [{"features": f, "label": r["label"]} for f, r in zip(feats, rows)]
+            elif name != "train":  # evaluation order is free: batch similar lengths, pad little
+                rows.sort(key=lambda r: -len(r["input_ids"]))
             self._data[name] = rows
 
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
@@ -105,8 +139,13 @@ class ShotDataModule(L.LightningDataModule):
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         size = self.batch_size if shuffle else self.eval_batch_size
+        rows = self._data[name]
+        sampler = self.train_order if shuffle else None
+        # Its own generator: each new iterator would draw a base seed from the global RNG
+        # (dropout's), and a resumed run makes a different number of them.
         # num_workers=0: worker processes only add start-up cost on a 2-core machine.
-        return DataLoader(self._data[name], batch_size=size, shuffle=shuffle, collate_fn=self.collate, num_workers=0)
+        return DataLoader(rows, batch_size=size, sampler=sampler, collate_fn=self.collate, num_workers=0,
+                          generator=torch.Generator().manual_seed(self.shuffle_seed))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
