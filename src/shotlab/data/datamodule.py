@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from shotlab.data.sampling import ids_hash, sample_k
 from shotlab.data.tasks import Split, Task
+from shotlab.models.backbone import pad_right
 
 # (split name, example ids, token id lists) -> pooled features (N, H); see models/features.py
 Encoder = Callable[[str, Sequence[str], Sequence[Sequence[int]]], torch.Tensor]
@@ -129,12 +130,7 @@ class ShotDataModule(L.LightningDataModule):
         labels = torch.tensor([r["label"] for r in rows])
         if "features" in rows[0]:
             return {"features": torch.stack([r["features"] for r in rows]), "labels": labels}
-        T = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), T), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), T), dtype=torch.long)
-        for i, r in enumerate(rows):  # right padding
-            ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
-            mask[i, : len(r["input_ids"])] = 1
+        ids, mask = pad_right([r["input_ids"] for r in rows], self.tokenizer.pad_token_id)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:

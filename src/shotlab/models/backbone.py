@@ -9,7 +9,7 @@ models that have no pad token.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -61,6 +61,16 @@ def smollm2_folder() -> Path:
 
 BUILTIN_BACKBONES = {"smollm2-135m": smollm2_folder}
 BUILTIN_TOKENIZERS = {"gpt2": gpt2_tokenizer}
+
+
+def pad_right(seqs: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and attention mask (N, max(1, longest)); an empty sequence is one masked pad."""
+    T = max(1, max(map(len, seqs), default=0))
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        ids[i, : len(seq)], mask[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long), 1
+    return ids.to(device), mask.to(device)
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -133,11 +143,11 @@ class Backbone(nn.Module):
         return F.log_softmax(self.lm_logits(picked).float(), dim=-1)
 
     def lm_loss(self, hidden: torch.Tensor, input_ids, attention_mask) -> torch.Tensor:
-        """Mean next-token cross-entropy over the real tokens of the text (GPT-1's auxiliary loss)."""
-        logits = self.lm_logits(hidden[:, :-1])  # (B, T-1, V): every position is asked for here
-        target = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
-        target = target.masked_fill(attention_mask[:, :-1] == 0, -100)  # no prediction from padding
-        return F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=-100)
+        """Mean next-token cross-entropy over the real tokens of the text (GPT-1's auxiliary loss).
+        Only the R positions that predict a real token go through the LM head: (R, V), not T x V."""
+        real = (attention_mask[:, :-1] * attention_mask[:, 1:]).bool()  # (B, T-1)
+        logits = self.lm_logits(hidden[:, :-1][real])  # (R, V)
+        return F.cross_entropy(logits.float(), input_ids[:, 1:][real])
 
     def freeze(self) -> None:
         """Stop gradients to every backbone weight."""
@@ -177,4 +187,5 @@ def build_backbone(cfg: Mapping) -> Backbone:
                 "and set backbone.name_or_path=DIR"
             ) from None
     lm.config.use_cache = False
+    lm.train()  # from_pretrained returns eval mode; a backbone is built to train, callers that score set eval()
     return Backbone(lm, tokenizer, pooling=cfg.get("pooling", "last"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from shotlab.models.backbone import Backbone
+from shotlab.models.backbone import Backbone, pad_right
 
 
 class FeatureCache:
@@ -41,12 +41,7 @@ class FeatureCache:
             starts = range(0, len(missing), self.batch_size)
             for start in tqdm(starts, desc=f"features {split}", unit="batch", leave=False):
                 chunk = missing[start : start + self.batch_size]
-                T = max(len(tokens[i]) for i in chunk)
-                input_ids = torch.full((len(chunk), T), pad, dtype=torch.long)
-                mask = torch.zeros_like(input_ids)
-                for row, i in enumerate(chunk):
-                    input_ids[row, : len(tokens[i])] = torch.tensor(tokens[i])
-                    mask[row, : len(tokens[i])] = 1
+                input_ids, mask = pad_right([tokens[i] for i in chunk], pad)
                 pooled = self.backbone(input_ids, mask)  # (b, H)
                 for row, i in enumerate(chunk):
                     store[ids[i]] = pooled[row].clone()

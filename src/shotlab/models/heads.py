@@ -31,16 +31,17 @@ class VerbalizerHead(nn.Module):
     embedding of each label word's first token, so it starts as the zero-shot classifier
     (prompt_finetune). Scores are logsumexp over a label's words, normalised over labels."""
 
-    def __init__(self, output_embedding: torch.Tensor, word_tokens: list[int], word_label: list[int], num_classes: int):
+    def __init__(self, output_embedding: torch.Tensor, word_tokens: list[int], word_label: torch.Tensor, num_classes: int):
         super().__init__()
         self.proj = nn.Linear(output_embedding.shape[1], len(word_tokens), bias=True)
         with torch.no_grad():
             self.proj.weight.copy_(output_embedding[word_tokens])  # (J, H), a copy: trains on its own
             self.proj.bias.zero_()
-        own = torch.tensor(word_label)[None, :] == torch.arange(num_classes)[:, None]  # (C, J)
-        self.register_buffer("own", own, persistent=False)
+        self.register_buffer("word_label", torch.as_tensor(word_label), persistent=False)  # (J,)
+        self.num_classes = num_classes
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        from shotlab.models.scorer import words_to_labels
+
         word = self.proj(pooled)  # (B, J) logits of each word's first token
-        label = torch.logsumexp(word[:, None, :].masked_fill(~self.own, float("-inf")), -1)  # (B, C)
-        return label.log_softmax(-1)
+        return words_to_labels(word, self.word_label, self.num_classes).log_softmax(-1)  # (B, C)

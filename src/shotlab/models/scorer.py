@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from shotlab import ShotlabError
+from shotlab.models.backbone import pad_right
 
 # Contextual calibration's content-free inputs (Zhao et al. 2021, "Calibrate before use").
 CONTENT_FREE = ("N/A", "", "[MASK]")
@@ -89,11 +90,7 @@ class LMScorer:
         self.backbone, self.template, self.token_reduce = backbone, template, token_reduce
         self.batch_size = batch_size
         self.max_length = max_length or backbone.max_positions
-        tok = backbone.tokenizer
-        # Every verbalizer word of every label is one continuation j = 0..J-1.
-        words = [(c, w) for c, ws in enumerate(verbalizer) for w in ws]
-        self.word_ids = [tok(" " + w, add_special_tokens=False).input_ids for _, w in words]
-        self.word_label = torch.tensor([c for c, _ in words])  # (J,)
+        self.word_ids, self.word_label = verbalizer_words(backbone.tokenizer, verbalizer)
         self.num_classes = len(verbalizer)
 
     @property
@@ -141,7 +138,7 @@ class LMScorer:
             ids = torch.tensor([shared], device=dev)  # (1, P)
             hidden, _ = bb.states(ids, torch.ones_like(ids), cache=cache)  # (1, P, H)
             prefix_kv, prefix_last = [(layer.keys, layer.values) for layer in cache.layers], hidden[:, -1]
-        words = _pad(self.word_ids, bb.tokenizer.pad_token_id, dev)  # (J, M) ids and mask
+        words = pad_right(self.word_ids, bb.tokenizer.pad_token_id, dev)  # (J, M) ids and mask
         out = torch.empty(len(rests), self.num_classes)
         order = sorted(range(len(rests)), key=lambda i: -len(rests[i]))  # similar lengths share a batch
         from tqdm.auto import tqdm
@@ -156,7 +153,7 @@ class LMScorer:
         B, (word_ids, word_mask) = len(rests), words
         J, M = word_ids.shape
         # 2. Each prompt once, right-padded, over the prefix cache expanded (not copied) to B rows.
-        ids, mask = _pad(rests, bb.tokenizer.pad_token_id, dev)  # (B, L)
+        ids, mask = pad_right(rests, bb.tokenizer.pad_token_id, dev)  # (B, L)
         lengths = mask.sum(1)  # (B,)
         L = ids.shape[1]
         cache = DynamicCache(ddp_cache_data=[(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1))
@@ -187,22 +184,20 @@ class LMScorer:
         word_lp = token_lp.sum(1).view(B, J)  # (B, J)
         if self.token_reduce == "mean":
             word_lp = word_lp / word_mask.sum(1)
-        return _words_to_labels(word_lp.cpu(), self.word_label, self.num_classes)
+        return words_to_labels(word_lp.cpu(), self.word_label, self.num_classes)
 
 
-def _pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids and mask (N, max(1, longest)); an empty sequence is one masked pad."""
-    T = max(1, max(map(len, seqs)))
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(seqs), T, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s, dtype=torch.long), 1
-    return ids.to(device), mask.to(device)
+def verbalizer_words(tokenizer, verbalizer) -> tuple[list[list[int]], torch.Tensor]:
+    """Every verbalizer word of every label as one continuation j = 0..J-1: the token ids of
+    " " + word, and the label each belongs to (J,)."""
+    words = [(c, w) for c, ws in enumerate(verbalizer) for w in ws]
+    ids = [tokenizer(" " + w, add_special_tokens=False).input_ids for _, w in words]
+    return ids, torch.tensor([c for c, _ in words])
 
 
-def _words_to_labels(word_lp: torch.Tensor, word_label: torch.Tensor, num_classes: int) -> torch.Tensor:
+def words_to_labels(word_lp: torch.Tensor, word_label: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(N, J) word scores -> (N, C): logsumexp over each label's words (P(any of its words))."""
-    own = word_label[None, :] == torch.arange(num_classes)[:, None]  # (C, J)
+    own = word_label[None, :] == torch.arange(num_classes, device=word_label.device)[:, None]  # (C, J)
     return torch.logsumexp(word_lp[:, None, :].masked_fill(~own, float("-inf")), -1)
 
 
