@@ -105,8 +105,7 @@ def run(cfg: DictConfig) -> dict:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics_file = out / "metrics.json"
-    task = load_task(OmegaConf.to_container(cfg.task, resolve=True))
-    k = cfg.regime.k if cfg.regime.name != "full" else None
+    k = cfg.regime.k  # None: full
     record = _identity(cfg, k)
     if metrics_file.exists() and not cfg.get("force", False):
         previous = json.loads(metrics_file.read_text())
@@ -119,6 +118,7 @@ def run(cfg: DictConfig) -> dict:
         _write_json(metrics_file, result)
         return result
 
+    task = load_task(OmegaConf.to_container(cfg.task, resolve=True))
     data = ShotDataModule(
         task, tokenizer=None, k=k, seed=cfg.seed, per_class=cfg.regime.per_class,
         max_length=cfg.max_length, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
@@ -184,11 +184,11 @@ def _prompt(cfg: DictConfig, task, data: ShotDataModule, backbone) -> dict:
 
 def _verbalizer_head(backbone, task):
     from shotlab.models.heads import VerbalizerHead
+    from shotlab.models.scorer import verbalizer_words
 
-    words = [(c, w) for c, ws in enumerate(task.verbalizer) for w in ws]
-    first = [backbone.tokenizer(" " + w, add_special_tokens=False).input_ids[0] for _, w in words]
+    word_ids, word_label = verbalizer_words(backbone.tokenizer, task.verbalizer)
     weight = backbone.lm.get_output_embeddings().weight.detach()
-    return VerbalizerHead(weight, first, [c for c, _ in words], task.num_classes)
+    return VerbalizerHead(weight, [ids[0] for ids in word_ids], word_label, task.num_classes)
 
 
 def _fit_and_test(cfg: DictConfig, task, data: ShotDataModule, backbone, out: Path, logger) -> dict:
@@ -206,8 +206,8 @@ def _fit_and_test(cfg: DictConfig, task, data: ShotDataModule, backbone, out: Pa
 
         from shotlab.assets import cache_dir
 
-        # Stored per example id: one store serves every k, seed and test_size of a task.
-        task_cfg = {k: v for k, v in cfg.task.items() if k != "test_size"}
+        # Stored per example id: one store serves every k, seed, test_size, template and verbalizer.
+        task_cfg = {k: v for k, v in cfg.task.items() if k not in ("test_size", "template", "verbalizer")}
         local = Path(str(cfg.backbone.name_or_path))  # a local folder's weights may be re-trained in place
         stamp = max((f.stat().st_mtime_ns for f in local.glob("*.safetensors")), default=0) if local.is_dir() else 0
         key = config_hash(OmegaConf.create({"backbone": cfg.backbone, "task": task_cfg, "max_length": cfg.max_length,
@@ -245,7 +245,6 @@ def _fit_and_test(cfg: DictConfig, task, data: ShotDataModule, backbone, out: Pa
     data.setup()
     if data.num_train:  # k=0 (prompt_finetune's zero-shot head): nothing trains
         resume = hpc_checkpoints(out)  # a requeued SLURM job goes on from where it stopped
-        model.train()  # from_pretrained leaves the backbone in eval mode; Lightning keeps modes as found
         trainer.fit(model, datamodule=data, ckpt_path=resume[-1] if resume else cfg.ckpt_path)
     for done in hpc_checkpoints(out):  # on SLURM, test(ckpt_path=None) would load the newest
         done.unlink()
