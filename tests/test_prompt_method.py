@@ -35,6 +35,15 @@ def test_cells_a_sweep_does_not_run(tmp_path, overrides, reason):
 
 @pytest.mark.slow
 def test_prompt_finetune_trains_from_the_zero_shot_head(tmp_path):
+    import torch
+
+    from tests.conftest import tiny
+
     result = run(make_cfg(tmp_path, "method=prompt_finetune", "regime=few", "regime.k=2",
                           "trainer.max_epochs=1", "regime.min_steps=3"))
     assert result["status"] == "ok" and result["num_train"] == 4
+    # The head started as the output-embedding rows of " negative" / " positive" and moved.
+    rows = tiny().lm.get_output_embeddings().weight[[4633, 3967]]
+    trained = torch.load(result["best_checkpoint"], weights_only=False)["state_dict"]["head.proj.weight"]
+    assert trained.shape == rows.shape and not torch.allclose(trained, rows)
+    assert torch.allclose(trained, rows, atol=0.1)  # a few small steps from there, not a new layer
