@@ -61,10 +61,11 @@ def test_sweep_through_slurm_matches_the_local_sweep(slurm_env, tmp_path):
 def test_time_limit_requeues_and_resumes_to_the_uninterrupted_result(slurm_env, tmp_path):
     # SLURM sends USR2 at the first of its 30 s checks that finds under signal_delay_s + 30 s
     # left: with a 2-min limit and 60 s, 30-60 s into the job (with 1 min and 45 s it came 6 s in,
-    # before Python had a handler, and killed the job). 70 steps at ~0.7 s train past it; the
-    # run saves, is requeued (~50 s later here), resumes, and may be cut again (~20 s of
-    # training per job when USR2 comes 35 s in), hence max_num_timeout=6.
-    run = ["seed=0", "method=finetune", "regime.k=8", "regime.min_steps=70"]
+    # before Python had a handler, and killed the job). Training must outlast 60 s on any machine:
+    # 200 steps take ~75 s on a quiet 2-core CPU (~0.37 s a step; 70 steps, 26 s, finished before
+    # the signal) and longer under load. The run saves, is requeued (~50 s later here), resumes,
+    # and may be cut again, hence max_num_timeout=6.
+    run = ["seed=0", "method=finetune", "regime.k=8", "regime.min_steps=200"]
     ref = subprocess.Popen([sys.executable, "-m", "shotlab.train", *SWEEP, f"hydra.sweep.dir={tmp_path / 'ref'}", *run],
                            cwd=ROOT, env=slurm_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     cut = sweep(slurm_env, tmp_path / "cut", *SLURM, *run, "hydra.launcher.timeout_min=2",
