@@ -25,7 +25,7 @@ assets: install
 
 # The regime comparison on the embedded default (smollm2-135m, movie_sentiment); re-running
 # it resumes, skipping finished runs. DEMO_ARGS narrows or widens the grid.
-DEMO_ARGS ?= method=prompt,linear_probe,finetune task.test_size=100 regime.min_steps=20 sweep_name=demo
+DEMO_ARGS ?= method=prompt,linear_probe,finetune regime.k=0,1,4,null task.test_size=100 regime.min_steps=10 sweep_name=demo
 demo: install
 	$(BIN)/python -m shotlab.train experiment=compare_regimes $(DEMO_ARGS)
 

@@ -192,6 +192,14 @@ def test_k_too_large_fails_before_any_model_loads(tmp_path, synthetic_csv):
         run(cfg)
 
 
+@pytest.mark.parametrize(("regime_steps", "method_steps", "steps"), [(5, 12, 12), (9, 0, 9), (0, 0, 3)])
+def test_training_runs_the_larger_of_regime_and_method_min_steps(tmp_path, synthetic_csv, regime_steps, method_steps, steps):
+    # k=2/class: 4 examples, one batch an epoch, 3 epochs -> 3 steps unless a min_steps asks for more
+    cfg = synthetic(tmp_path, synthetic_csv, "regime=few", "regime.k=2", "trainer.max_epochs=3", "method=linear_probe",
+                    f"regime.min_steps={regime_steps}", f"method.min_steps={method_steps}")
+    assert run(cfg)["train_steps"] == steps
+
+
 @pytest.mark.slow
 def test_rerun_with_same_config_reuses_metrics(tmp_path, synthetic_csv):
     cfg = synthetic(tmp_path, synthetic_csv, "regime=few", "regime.k=2", "trainer.max_epochs=1", "method=linear_probe")

@@ -58,6 +58,8 @@ def check_config(cfg: DictConfig) -> None:
     check_number(cfg, "method.lm_loss_weight", 0)
     check_number(cfg, "method.backbone_lr_scale", 0)
     check_number(cfg, "method.layer_decay", 0, 1)
+    check_number(cfg, "method.min_steps", 0, integer=True)
+    check_number(cfg, "regime.min_steps", 0, integer=True)
     if cfg.optimizer.lr == 0:
         raise ShotlabError("optimizer.lr must be > 0")
     if cfg.backbone.pooling not in ("last", "mean"):

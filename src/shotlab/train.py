@@ -233,7 +233,7 @@ def _fit_and_test(cfg: DictConfig, task, data: ShotDataModule, backbone, out: Pa
         filename="best" if has_val else "last", save_weights_only=not cfg.checkpoint_optimizer,
     )
     steps_per_epoch = math.ceil(data.num_train / cfg.batch_size)
-    max_steps = max(cfg.regime.min_steps, cfg.trainer.max_epochs * steps_per_epoch, 1)
+    max_steps = max(cfg.regime.min_steps, cfg.method.min_steps, cfg.trainer.max_epochs * steps_per_epoch, 1)
     # Small samples repeat their few batches for min_steps; validate max_epochs times in all,
     # evenly spaced in steps, rather than after every (one-batch) epoch.
     trainer = instantiate(
@@ -254,7 +254,7 @@ def _fit_and_test(cfg: DictConfig, task, data: ShotDataModule, backbone, out: Pa
     eval_seconds = time.perf_counter() - t0
     res = model.test_results
     return {"test_acc": res["acc"], "test_f1": res["f1"], "confusion": res["confusion"],
-            "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+            "train_seconds": train_seconds, "eval_seconds": eval_seconds, "train_steps": trainer.global_step,
             "best_checkpoint": checkpoint.best_model_path or checkpoint.last_model_path}
 
 
