@@ -115,6 +115,7 @@ def plot(table: pd.DataFrame, path: Path, title: str = "") -> None:
         ax.set_xscale("log")
         ks = sorted(few.k.unique())
         ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xticks([], minor=True)  # a short log axis labels its minor ticks (2x10^0, ...) otherwise
     ax.set_xlabel("labelled examples per class (k)")
     ax.set_ylabel("test accuracy")
     ax.set_title(title)
