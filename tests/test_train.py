@@ -4,6 +4,7 @@ swap heads, and write metrics.json / split.json."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from torch.testing import assert_close
 from shotlab import ShotlabError
 from shotlab.models.classifier import TransferClassifier, add_lora, block_depth
 from shotlab.models.heads import LinearHead
-from shotlab.train import _init_from, run
+from shotlab.train import _init_from, _peak_memory_mb, run
 from tests.conftest import make_cfg, tiny
 
 
@@ -198,6 +199,17 @@ def test_training_runs_the_larger_of_regime_and_method_min_steps(tmp_path, synth
     cfg = synthetic(tmp_path, synthetic_csv, "regime=few", "regime.k=2", "trainer.max_epochs=3", "method=linear_probe",
                     f"regime.min_steps={regime_steps}", f"method.min_steps={method_steps}")
     assert run(cfg)["train_steps"] == steps
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="per-run peak memory needs Linux /proc")
+def test_peak_memory_is_the_runs_own_not_the_processes(tmp_path, synthetic_csv):
+    # In a multirun all jobs share one process: an earlier job's peak must not show in a later one.
+    big = torch.ones(1024, 1024, 256)  # 1 GiB, touched
+    del big
+    process_peak = _peak_memory_mb()
+    cfg = synthetic(tmp_path, synthetic_csv, "regime=few", "regime.k=2", "trainer.max_epochs=1", "method=linear_probe")
+    peak = run(cfg)["peak_memory_mb"]
+    assert process_peak > 1024 and 0 < peak < process_peak - 700
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import resource
@@ -28,6 +29,24 @@ def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     tmp.replace(path)
+
+
+def _reset_peak_memory() -> None:
+    """Start this process's peak-RSS count afresh (Linux), so each run of a multirun reports its own."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak_memory_mb() -> float:
+    """Peak resident memory since the last reset (Linux VmHWM), else since the process started."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
+    return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
 
 
 def _init_from(backbone, run_dir: str) -> None:
@@ -118,6 +137,7 @@ def run(cfg: DictConfig) -> dict:
         _write_json(metrics_file, result)
         return result
 
+    _reset_peak_memory()
     task = load_task(OmegaConf.to_container(cfg.task, resolve=True))
     data = ShotDataModule(
         task, tokenizer=None, k=k, seed=cfg.seed, per_class=cfg.regime.per_class,
@@ -146,7 +166,7 @@ def run(cfg: DictConfig) -> dict:
     result = {**record, "status": "ok", **result, "num_train": data.num_train, "num_test": len(task.test),
               "chance": max(task.test.class_counts(task.num_classes)) / len(task.test),
               "label_names": list(task.label_names),
-              "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+              "peak_memory_mb": _peak_memory_mb()}
     _write_json(metrics_file, result)
     _finish_logger(logger, record, result)
     return result
