@@ -23,8 +23,9 @@ install: $(VENV)/.installed
 assets: install
 	$(BIN)/python -m shotlab.assets fetch
 
-# The regime comparison on the embedded default (smollm2-135m, movie_sentiment); re-running
-# it resumes, skipping finished runs. DEMO_ARGS narrows or widens the grid.
+# The regime comparison on the embedded default (smollm2-135m, movie_sentiment), cut to fit
+# 15 minutes on a 2-core CPU (README: Results); re-running it resumes, skipping finished runs.
+# DEMO_ARGS narrows or widens the grid.
 DEMO_ARGS ?= method=prompt,linear_probe,finetune regime.k=0,1,4,null task.test_size=100 regime.min_steps=10 sweep_name=demo
 demo: install
 	$(BIN)/python -m shotlab.train experiment=compare_regimes $(DEMO_ARGS)
