@@ -39,12 +39,10 @@ def _reset_peak_memory() -> None:
 
 def _peak_memory_mb() -> float:
     """Peak resident memory since the last reset (Linux VmHWM), else since the process started."""
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
-    except OSError:
-        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
     return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
 
