@@ -15,13 +15,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH_PIP_ARGS) "$(TORCH)"
 	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/python -m shotlab.assets fetch
+	$(BIN)/python -m shotlab.fetch
 	touch $@
 
 install: $(VENV)/.installed
 
 assets: install
-	$(BIN)/python -m shotlab.assets fetch
+	$(BIN)/python -m shotlab.fetch
 
 # The regime comparison on the embedded default (smollm2-135m, movie_sentiment), cut to fit
 # 15 minutes on a 2-core CPU (README: Results); re-running it resumes, skipping finished runs.

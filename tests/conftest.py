@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-import shotlab.config  # noqa: F401  (registers the regime_name resolver the yaml uses)
+from shotlab.config import conf_dir  # also registers the regime_name resolver the yaml uses
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = conf_dir()
 TINY = [
     "backbone=tiny-gpt2",
     "logger=none",

@@ -23,11 +23,16 @@ def pad(tokenizer, texts, side):
     return batch, mask, ids
 
 
-def test_parity_with_plain_transformers(tiny_backbone):
+def test_parity_with_plain_transformers(tiny_backbone, tmp_path):
+    from transformers import GPT2LMHeadModel
+
+    # The reference is a separate model, loaded by transformers alone from the saved weights.
+    tiny_backbone.lm.save_pretrained(tmp_path)
+    reference = GPT2LMHeadModel.from_pretrained(tmp_path).eval()
     b = tiny_backbone.eval()
     ids = torch.tensor([b.tokenizer(TEXTS[2])["input_ids"]])
     with torch.no_grad():
-        ref = b.lm(input_ids=ids, output_hidden_states=True)
+        ref = reference(input_ids=ids, output_hidden_states=True)
         hidden, _ = b.states(ids, torch.ones_like(ids))
         logprobs = b.lm_logprobs(ids, torch.ones_like(ids), torch.arange(ids.shape[1])[None])
     assert_close(hidden, ref.hidden_states[-1])
@@ -75,11 +80,19 @@ def test_lm_loss_is_the_next_token_loss(tiny_backbone):
     assert_close(ours, sum(losses) / sum(counts))
 
 
-def test_freeze_stops_every_gradient():
+def test_set_trainable_decides_every_backbone_gradient():
+    from shotlab.models.classifier import add_lora, set_trainable
+
     b = build_backbone({"name_or_path": None, "tokenizer": "gpt2",
                         "random_init": {"model_type": "gpt2", "n_layer": 1, "n_head": 2, "n_embd": 16}})
-    b.freeze()
+    set_trainable(b, "head")
     assert not any(p.requires_grad for p in b.parameters())
+    set_trainable(b, "all")
+    assert all(p.requires_grad for p in b.parameters())
+    add_lora(b, r=2, alpha=4, dropout=0.0)
+    set_trainable(b, "lora")
+    trainable = {n for n, p in b.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
 
 
 def test_gpt2_tokenizer_is_the_real_bpe(tiny_backbone):

@@ -7,11 +7,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from shotlab import ShotlabError
-from shotlab.config import check_config, config_hash
+from shotlab.config import build_method, check_config, config_hash
 from tests.conftest import CONF, make_cfg
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "experiment", "corpus"))
-OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]
+# Options named _* are bases, composed through the options that start from them.
+OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml")) if not f.stem.startswith("_")]
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}/{o}" for g, o in OPTIONS])
@@ -22,6 +23,8 @@ def test_every_option_composes_and_checks(tmp_path, group, option):
     cfg = make_cfg(tmp_path, *overrides)
     OmegaConf.resolve(cfg)  # every interpolation resolves
     check_config(cfg)
+    if group == "method":  # the class its _target_ names, with this yaml's keys
+        assert build_method(cfg.method).name == cfg.method.name
     if group == "head":
         head = instantiate(cfg.head, hidden_size=8, num_classes=3)
         assert head[-1].out_features == 3
@@ -47,15 +50,19 @@ def test_every_option_composes_and_checks(tmp_path, group, option):
         ("batch_size=0", "batch_size must be an integer"),
         ("optimizer.lr=0", "optimizer.lr must be > 0"),
         ("method.layer_decay=1.5", r"method.layer_decay must be a number in \[0, 1\]"),
-        ("method.name=finetuen", "method.name must be one of"),
+        ("method.trains=everything", "method.trains must be one of"),
+        ("method=prompt method.token_reduce=max", "method.token_reduce must be 'sum' or 'mean'"),
+        ("epochs=0", r"epochs must be an integer in \[1, inf\]"),
+        ("validations=0", r"validations must be an integer in \[1, inf\]"),
         ("backbone.pooling=max", "backbone.pooling must be 'last' or 'mean'"),
         ("method.lm_loss_weight=-1", "method.lm_loss_weight must be a number"),
     ],
 )
 def test_mistyped_values_fail_with_one_line(tmp_path, override, message):
-    cfg = make_cfg(tmp_path, override)
+    cfg = make_cfg(tmp_path, *override.split())
     with pytest.raises(ShotlabError, match=message) as err:
         check_config(cfg)
+        build_method(cfg.method)  # a method checks its own keys when it is built
     assert "\n" not in str(err.value)
 
 

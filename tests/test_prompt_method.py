@@ -17,10 +17,25 @@ def test_prompt_finetune_at_k0_predicts_exactly_as_prompt(tmp_path):
     assert tuned["num_train"] == 0
 
 
-def test_in_context_run_uses_the_k_shot_sample_as_demonstrations(tmp_path):
-    result = run(make_cfg(tmp_path, "method=prompt", "regime=few", "regime.k=2", "seed=3"))
+def test_in_context_run_uses_the_k_shot_sample_as_demonstrations(tmp_path, tiny_backbone):
+    import json
+
+    from omegaconf import OmegaConf
+
+    from shotlab.data.tasks import load_task
+    from shotlab.models.scorer import LMScorer, demonstrations
+
+    cfg = make_cfg(tmp_path, "method=prompt", "regime=few", "regime.k=2", "seed=3")
+    result = run(cfg)
     assert result["status"] == "ok" and result["num_demonstrations"] == 4 and result["num_train"] == 4
-    assert result["train_seconds"] == 0.0 and 0.0 <= result["test_acc"] <= 1.0
+    assert result["train_seconds"] == 0.0
+    # Its predictions are the scorer's with split.json's examples shown in the seed's order.
+    task = load_task(OmegaConf.to_container(cfg.task, resolve=True))
+    shown = json.loads((tmp_path / "split.json").read_text())["train_ids"]
+    train = task.train.subset([task.train.ids.index(i) for i in shown])
+    demos = demonstrations(train.texts, train.labels, task.template, task.verbalizer, seed=3)
+    predicted = LMScorer(tiny_backbone, task.template, task.verbalizer).score(task.test.texts, demos).predictions
+    assert result["test_acc"] == pytest.approx((predicted.numpy() == task.test.labels).mean())
 
 
 @pytest.mark.parametrize(("overrides", "reason"), [
@@ -40,10 +55,54 @@ def test_prompt_finetune_trains_from_the_zero_shot_head(tmp_path):
     from tests.conftest import tiny
 
     result = run(make_cfg(tmp_path, "method=prompt_finetune", "regime=few", "regime.k=2",
-                          "trainer.max_epochs=1", "regime.min_steps=3"))
+                          "epochs=1", "validations=1", "regime.min_steps=3"))
     assert result["status"] == "ok" and result["num_train"] == 4
     # The head started as the output-embedding rows of " negative" / " positive" and moved.
     rows = tiny().lm.get_output_embeddings().weight[[4633, 3967]]
     trained = torch.load(result["best_checkpoint"], weights_only=False)["state_dict"]["head.proj.weight"]
     assert trained.shape == rows.shape and not torch.allclose(trained, rows)
     assert torch.allclose(trained, rows, atol=0.1)  # a few small steps from there, not a new layer
+
+
+def _predictions(run_dir, split="test"):
+    import json
+
+    return [r for r in map(json.loads, (run_dir / "predictions.jsonl").read_text().splitlines()) if r["split"] == split]
+
+
+def test_prompt_probe_at_k0_predicts_exactly_as_prompt(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHOTLAB_FEATURES", str(tmp_path / "features"))
+    prompt = run(make_cfg(tmp_path / "p", "method=prompt", "regime=zero", "max_length=512"))
+    probe = run(make_cfg(tmp_path / "q", "method=prompt_probe", "regime=zero", "max_length=512"))
+    assert probe["status"] == "ok" and probe["num_train"] == 0 and probe["train_steps"] == 0
+    ours, theirs = _predictions(tmp_path / "q"), _predictions(tmp_path / "p")
+    assert [r["prediction"] for r in ours] == [r["prediction"] for r in theirs]
+    assert [r["id"] for r in ours] == [r["id"] for r in theirs]
+
+
+@pytest.mark.parametrize("method", ["prompt", "prompt_probe", "linear_probe", "finetune"])
+def test_predictions_file_gives_the_metrics(tmp_path, monkeypatch, method):
+    monkeypatch.setenv("SHOTLAB_FEATURES", str(tmp_path / "features"))
+    steps = ["regime.min_steps=2"] + (["method.min_steps=0"] if method != "prompt" else [])
+    result = run(make_cfg(tmp_path, f"method={method}", "regime.k=2", *steps))
+    test, dev = _predictions(tmp_path), _predictions(tmp_path, "dev")
+    assert len(test) == result["num_test"] == 64 and len(dev) == result["num_dev"] == 4
+    assert result["test_acc"] == pytest.approx(sum(r["prediction"] == r["label"] for r in test) / len(test))
+    assert result["dev_acc"] == pytest.approx(sum(r["prediction"] == r["label"] for r in dev) / len(dev))
+    assert all(r["prediction"] == max(range(2), key=r["scores"].__getitem__) for r in test + dev)
+    assert result["label_budget"] == result["num_train"] + result["num_dev"] == 8
+    assert ("dev_acc_start" in result) == (method == "prompt_probe")
+
+
+def test_prompt_probe_learns_from_its_zero_shot_start(tmp_path, monkeypatch):
+    import torch
+
+    from tests.conftest import tiny
+
+    monkeypatch.setenv("SHOTLAB_FEATURES", str(tmp_path / "features"))
+    result = run(make_cfg(tmp_path, "method=prompt_probe", "regime.k=4", "method.min_steps=20"))
+    assert result["status"] == "ok" and result["train_steps"] == 30 and 0 <= result["dev_acc_start"] <= 1
+    rows = tiny().lm.get_output_embeddings().weight[[4633, 3967]]  # " negative", " positive"
+    trained = torch.load(result["best_checkpoint"], weights_only=False)["state_dict"]["head.proj.weight"]
+    assert not torch.allclose(trained, rows) and torch.allclose(trained, rows, atol=0.5)
+    assert not any(k.startswith("backbone.") for k in torch.load(result["best_checkpoint"], weights_only=False)["state_dict"])

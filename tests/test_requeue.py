@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from shotlab.data.datamodule import ShotDataModule
+from shotlab.data.sampling import draw_sample
 from shotlab.data.tasks import load_task
 from shotlab.models.classifier import TransferClassifier
 from shotlab.requeue import hpc_checkpoints
@@ -19,7 +20,7 @@ from shotlab.train import run
 from tests.conftest import make_cfg
 
 # 16 examples in batches of 4: epochs end at steps 4, 8, ...; 24 steps, validated at 12 and 24.
-RUN = ["method=finetune", "regime.k=8", "batch_size=4", "regime.min_steps=24", "trainer.max_epochs=2"]
+RUN = ["method=finetune", "regime.k=8", "batch_size=4", "regime.min_steps=24", "epochs=2", "validations=2"]
 KEYS = ("test_acc", "test_f1", "confusion", "num_train", "config_hash")
 
 
@@ -92,7 +93,7 @@ def test_batch_order_depends_on_train_seed_and_epoch_only(synthetic_csv, tiny_ba
     tokenizer = tiny_backbone.tokenizer
 
     def order(shuffle_seed, epoch):
-        data = ShotDataModule(task, tokenizer, k=8, seed=0, batch_size=4, shuffle_seed=shuffle_seed)
+        data = ShotDataModule(draw_sample(task, 8, 0), tokenizer, batch_size=4, shuffle_seed=shuffle_seed)
         data.setup()
         data.load_state_dict({"train_epochs": epoch})  # as a resumed run does
         torch.manual_seed(epoch)  # the global RNG has no say
@@ -101,7 +102,7 @@ def test_batch_order_depends_on_train_seed_and_epoch_only(synthetic_csv, tiny_ba
     assert order(0, 0) == order(0, 0) != order(0, 1)
     assert order(0, 1) != order(1, 1)
     before = torch.get_rng_state()  # making and running the loaders draws nothing from it
-    data = ShotDataModule(task, tokenizer, k=8, seed=0, batch_size=4, shuffle_seed=0)
+    data = ShotDataModule(draw_sample(task, 8, 0), tokenizer, batch_size=4, shuffle_seed=0)
     data.setup()
     for loader in (data.train_dataloader(), data.val_dataloader(), data.test_dataloader()):
         list(loader)

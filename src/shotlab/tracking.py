@@ -1,10 +1,30 @@
-"""Weights & Biases around the runs: never a reason for a run or a sweep to fail."""
+"""What a run records besides its scores: its own peak memory, and the experiment logger
+(Weights & Biases is never a reason for a run or a sweep to fail)."""
 
 from __future__ import annotations
 
+import contextlib
 import netrc
 import os
+import resource
+import sys
 from pathlib import Path
+
+
+def reset_peak_memory() -> None:
+    """Start this process's peak-RSS count afresh (Linux), so each run of a multirun reports its own."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory since the last reset (Linux VmHWM), else since the process started."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
+    return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
 
 
 def ensure_wandb_mode() -> str:
@@ -23,6 +43,39 @@ def ensure_wandb_mode() -> str:
     os.environ["WANDB_MODE"] = "offline"
     print("shotlab: no W&B API key, logging offline; upload later with `wandb sync <run folder>/wandb/offline-run-*`")
     return "offline"
+
+
+def make_logger(logger_cfg):
+    """The run's Lightning logger from the `logger` config group, or False for logger=none."""
+    if not logger_cfg:
+        return False
+    from hydra.utils import instantiate
+    from lightning.pytorch.loggers import WandbLogger
+
+    logger = instantiate(logger_cfg)
+    if isinstance(logger, WandbLogger):  # its run starts on first use, after the mode is set
+        ensure_wandb_mode()
+    return logger
+
+
+def finish_logger(logger, record: dict, result: dict, predictions: list[dict]) -> None:
+    """Log the run's identity (its overrides: the candidate's hyper-parameters), final numbers
+    (dev and test accuracy among them) and, to W&B, its predictions table; then close it (a
+    sweep logs every job)."""
+    if not logger:
+        return
+    from lightning.pytorch.loggers import WandbLogger
+
+    logger.log_hyperparams(record)
+    numbers = {f"final/{k}": v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    logger.log_metrics(numbers)
+    if isinstance(logger, WandbLogger):
+        columns = ["split", "id", "label", "prediction", "scores"]
+        logger.log_table("predictions", columns=columns, data=[[r[c] for c in columns] for r in predictions])
+        logger.experiment.summary.update({**record, **numbers})
+        logger.experiment.finish()
+    else:
+        logger.finalize("success")
 
 
 def log_report(logger_cfg: dict, sweep_dir: Path, report: dict) -> None:

@@ -1,11 +1,12 @@
-"""ShotDataModule: a task, a regime's sample of it, and a tokenizer -> loaders.
+"""ShotDataModule: a run's sample (sampling.draw_sample), its tokenizer, and optionally a
+prompt template and a feature encoder -> loaders. It is built whole, by the method.
 
 Truncation policy: a text keeps its first `max_length` tokens. Padding is per batch, on the
 right, with an attention mask; the backbone derives position ids from the mask.
-Model selection: one/few-shot runs validate on a sample of the validation split of the
-same size as the training sample, drawn with the same split seed; full runs use the whole
-validation split. The test split is always the task's test split (or its fixed subset,
-`task.test_size`), the same for every regime and seed.
+Model selection: the "validation" loader is the run's dev sample (see Sample). The test split
+is always the task's test split (or its fixed subset, `task.test_size`), the same for every
+regime and seed. Every batch carries `index`, each example's position in its split, so
+predictions made in length-sorted order go back to the split's order.
 Batch order: epoch e's order is a function of (shuffle_seed, e) alone, not of the global RNG, and
 e is saved in checkpoints, so a run resumed from one (requeue.py) sees the batches the
 uninterrupted run saw.
@@ -20,9 +21,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from shotlab.data.sampling import ids_hash, sample_k
-from shotlab.data.tasks import Split, Task
-from shotlab.models.backbone import pad_right
+from shotlab.data.batching import pad_right
+from shotlab.data.sampling import Sample
+from shotlab.data.tasks import Split
 
 # (split name, example ids, token id lists) -> pooled features (N, H); see models/features.py
 Encoder = Callable[[str, Sequence[str], Sequence[Sequence[int]]], torch.Tensor]
@@ -50,34 +51,24 @@ class EpochShuffle(Sampler[int]):
 class ShotDataModule(L.LightningDataModule):
     def __init__(
         self,
-        task: Task,
+        sample: Sample,
         tokenizer,
-        k: int | None,
-        seed: int,
-        per_class: bool = True,
         max_length: int = 128,
         batch_size: int = 16,
         eval_batch_size: int = 32,
-        encoder: Encoder | None = None,
         template: str | None = None,
+        encoder: Encoder | None = None,
         shuffle_seed: int | None = None,
     ):
         super().__init__()
-        self.task, self.tokenizer, self.encoder, self.template = task, tokenizer, encoder, template
+        self.sample, self.tokenizer, self.template, self.encoder = sample, tokenizer, template, encoder
         self.max_length, self.batch_size, self.eval_batch_size = max_length, batch_size, eval_batch_size
-        self.seed = seed
-        self.shuffle_seed = seed if shuffle_seed is None else shuffle_seed  # orders the training batches
-        # The sample is drawn here, before any model loads: k too large fails at once.
-        train_ix = sample_k(task.train.labels, k, seed, per_class, task.label_names)
-        self.splits: dict[str, Split] = {"train": task.train.subset(train_ix), "test": task.test}
-        if k is None:
-            self.splits["validation"] = task.validation
-        elif k > 0:
-            val_k = min(k, int(min(task.validation.class_counts(task.num_classes)))) if per_class else k
-            val_ix = sample_k(task.validation.labels, val_k, seed, per_class, task.label_names)
-            self.splits["validation"] = task.validation.subset(val_ix)
+        self.shuffle_seed = sample.seed if shuffle_seed is None else shuffle_seed  # orders the training batches
+        self.splits: dict[str, Split] = {"train": sample.train, "test": sample.test}
+        if sample.dev is not None:
+            self.splits["validation"] = sample.dev
         self._data: dict[str, list[dict]] = {}
-        self.train_order = EpochShuffle(len(self.splits["train"]), self.shuffle_seed)
+        self.train_order = EpochShuffle(len(sample.train), self.shuffle_seed)
 
     def state_dict(self) -> dict:  # in every checkpoint: a resumed run goes on with the next epoch's order
         return {"train_epochs": self.train_order.epoch}
@@ -88,18 +79,6 @@ class ShotDataModule(L.LightningDataModule):
     @property
     def num_train(self) -> int:
         return len(self.splits["train"])
-
-    def split_record(self) -> dict:
-        """What split.json holds: the chosen example ids and their hash."""
-        train, val = self.splits["train"], self.splits.get("validation")
-        return {
-            "task": self.task.name,
-            "seed": self.seed,
-            "train_ids": train.ids,
-            "train_hash": ids_hash(train.ids),
-            "validation_ids": val.ids if val is not None else [],
-            "test_hash": ids_hash(self.task.test.ids),
-        }
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text (its first max_length tokens); with a template, the text is
@@ -118,20 +97,20 @@ class ShotDataModule(L.LightningDataModule):
             if name in self._data or len(split) == 0:
                 continue
             tokens = self.tokenize(split.texts)
-            rows = [{"input_ids": t, "label": int(y)} for t, y in zip(tokens, split.labels)]
+            rows = [{"input_ids": t, "label": int(y), "index": i} for i, (t, y) in enumerate(zip(tokens, split.labels))]
             if self.encoder is not None:
                 feats = self.encoder(name, split.ids, tokens)
-                rows = [{"features": f, "label": r["label"]} for f, r in zip(feats, rows)]
+                rows = [{"features": f, "label": r["label"], "index": r["index"]} for f, r in zip(feats, rows)]
             elif name != "train":  # evaluation order is free: batch similar lengths, pad little
                 rows.sort(key=lambda r: -len(r["input_ids"]))
             self._data[name] = rows
 
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        labels = torch.tensor([r["label"] for r in rows])
+        batch = {"labels": torch.tensor([r["label"] for r in rows]), "index": torch.tensor([r["index"] for r in rows])}
         if "features" in rows[0]:
-            return {"features": torch.stack([r["features"] for r in rows]), "labels": labels}
+            return {"features": torch.stack([r["features"] for r in rows]), **batch}
         ids, mask = pad_right([r["input_ids"] for r in rows], self.tokenizer.pad_token_id)
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        return {"input_ids": ids, "attention_mask": mask, **batch}
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         size = self.batch_size if shuffle else self.eval_batch_size

@@ -1,4 +1,4 @@
-"""k-shot sampling: which labelled examples a run may learn from.
+"""k-shot sampling: which labelled examples a run may learn from, and which it selects on.
 
 `sample_k` is a pure function of (labels, k, seed): numpy's PCG64 stream is stable across
 versions and platforms, so the same split seed picks the same examples on any machine.
@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from shotlab import ShotlabError
+from shotlab.data.tasks import Split, Task
 
 
 def sample_k(
@@ -58,3 +60,42 @@ def sample_k(
 def ids_hash(ids: Sequence[str]) -> str:
     """A short fingerprint of a set of example ids (order-free)."""
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What one run may see: its training sample, its dev sample and the (fixed) test split.
+
+    The dev sample is drawn from the validation split with the same split seed and the same
+    size as the training sample (k per class, fewer where a class is smaller); full-data runs
+    get the whole validation split; k=0 gets none. It selects checkpoints and hyper-parameters.
+    """
+
+    task: Task
+    seed: int
+    train: Split
+    dev: Split | None
+    test: Split
+
+    def record(self) -> dict:
+        """What split.json holds: the chosen example ids and their hash."""
+        return {
+            "task": self.task.name,
+            "seed": self.seed,
+            "train_ids": self.train.ids,
+            "train_hash": ids_hash(self.train.ids),
+            "validation_ids": self.dev.ids if self.dev is not None else [],
+            "test_hash": ids_hash(self.test.ids),
+        }
+
+
+def draw_sample(task: Task, k: int | None, seed: int, per_class: bool = True) -> Sample:
+    """The run's sample, a pure function of (task, k, seed): k too large fails here, before any model loads."""
+    train = task.train.subset(sample_k(task.train.labels, k, seed, per_class, task.label_names))
+    dev = None
+    if k is None:
+        dev = task.validation
+    elif k > 0:
+        dev_k = min(k, int(min(task.validation.class_counts(task.num_classes)))) if per_class else k
+        dev = task.validation.subset(sample_k(task.validation.labels, dev_k, seed, per_class, task.label_names))
+    return Sample(task, seed, train, dev, task.test)

@@ -8,8 +8,9 @@ models that have no pad token.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -63,14 +64,15 @@ BUILTIN_BACKBONES = {"smollm2-135m": smollm2_folder}
 BUILTIN_TOKENIZERS = {"gpt2": gpt2_tokenizer}
 
 
-def pad_right(seqs: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids and attention mask (N, max(1, longest)); an empty sequence is one masked pad."""
-    T = max(1, max(map(len, seqs), default=0))
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.long)
-    for i, seq in enumerate(seqs):
-        ids[i, : len(seq)], mask[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long), 1
-    return ids.to(device), mask.to(device)
+@contextlib.contextmanager
+def eval_mode(module: nn.Module):
+    """Eval mode (no dropout) inside the block, the module's previous mode after it."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -148,11 +150,6 @@ class Backbone(nn.Module):
         real = (attention_mask[:, :-1] * attention_mask[:, 1:]).bool()  # (B, T-1)
         logits = self.lm_logits(hidden[:, :-1][real])  # (R, V)
         return F.cross_entropy(logits.float(), input_ids[:, 1:][real])
-
-    def freeze(self) -> None:
-        """Stop gradients to every backbone weight."""
-        for p in self.parameters():
-            p.requires_grad_(False)
 
 
 def _load_tokenizer(name: str | None, fallback: str):

@@ -14,6 +14,8 @@ from lightning.pytorch.callbacks import Timer
 from torch import nn
 from torchmetrics import MeanMetric
 
+from shotlab.models.backbone import eval_mode
+
 
 def lr_multiplier(step: int, progress: float, warmup_steps: int, schedule: str, min_lr_ratio: float) -> float:
     """Linear warmup over `warmup_steps`, then cosine or linear decay to `min_lr_ratio` as
@@ -28,15 +30,13 @@ def lr_multiplier(step: int, progress: float, warmup_steps: int, schedule: str, 
 @torch.no_grad()
 def mean_token_loss(lm: nn.Module, blocks, batch_size: int = 32) -> float:
     """Mean next-token cross-entropy of `lm` over packed blocks (N, T); exp() is perplexity."""
-    was_training = lm.training
-    lm.eval()
     total, count = 0.0, 0
-    for start in range(0, len(blocks), batch_size):
-        batch = blocks[start : start + batch_size]
-        predictions = batch.numel() - len(batch)  # B x (T-1): the first token has no target
-        total += lm(input_ids=batch, labels=batch).loss.item() * predictions
-        count += predictions
-    lm.train(was_training)
+    with eval_mode(lm):
+        for start in range(0, len(blocks), batch_size):
+            batch = blocks[start : start + batch_size]
+            predictions = batch.numel() - len(batch)  # B x (T-1): the first token has no target
+            total += lm(input_ids=batch, labels=batch).loss.item() * predictions
+            count += predictions
     return total / max(count, 1)
 
 

@@ -1,14 +1,16 @@
 """TransferClassifier: a pretrained backbone + a new head, trained with GPT-1's recipe.
 
-Every method goes through this one module and its one `_step`: `finetune` trains all weights
-(plus the auxiliary LM loss), `linear_probe` only the head (on cached features when the
-batch carries them), `lora` adapters + head.
+Every gradient method goes through this one module and its one `_step`: `trains="all"` trains
+every weight (plus the auxiliary LM loss when asked), `"head"` only the head (on cached features
+when the batch carries them), `"lora"` adapters + head. Which weights learn is decided in one
+place, `set_trainable`.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -21,6 +23,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from shotlab import ShotlabError
 from shotlab.models.backbone import Backbone
 
 STAGES = ("train", "val", "test")
@@ -36,14 +39,32 @@ def block_depth(name: str, num_blocks: int) -> int:
 
 
 def add_lora(backbone: Backbone, r: int, alpha: int, dropout: float, target_modules=None) -> None:
-    """Inject LoRA adapters (peft) into the backbone in place; only they will train."""
+    """Inject LoRA adapters (peft) into the backbone in place; set_trainable(.., "lora") trains only them."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    backbone.freeze()
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules)
     inject_adapter_in_model(config, backbone.lm)
+
+
+def set_trainable(backbone: Backbone, trains: str) -> None:
+    """Which backbone weights learn: "all", none ("head": only the head learns), or the LoRA adapters."""
     for name, p in backbone.named_parameters():
-        p.requires_grad_("lora_" in name)
+        p.requires_grad_(trains == "all" or (trains == "lora" and "lora_" in name))
+
+
+def load_backbone_weights(backbone: Backbone, run_dir: str) -> None:
+    """Head swap: load a previous run's fine-tuned backbone weights; its head is dropped."""
+    ckpts = sorted(Path(run_dir).glob("checkpoints/*.ckpt"))
+    if not ckpts:
+        raise ShotlabError(f"backbone.init_from={run_dir} has no checkpoints/*.ckpt; point it at a finetune run folder")
+    state = torch.load(ckpts[0], map_location="cpu", weights_only=False)["state_dict"]
+    weights = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    missing, unexpected = backbone.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ShotlabError(
+            f"backbone.init_from={run_dir}: its backbone does not match this one "
+            f"({len(missing)} missing, {len(unexpected)} unexpected weights); use the same backbone config"
+        )
 
 
 class TransferClassifier(L.LightningModule):
@@ -67,8 +88,7 @@ class TransferClassifier(L.LightningModule):
         self.warmup_fraction, self.trains = warmup_fraction, trains
         self.backbone_lr_scale, self.layer_decay = backbone_lr_scale, layer_decay
         self.lm_loss_weight = lm_loss_weight
-        if trains == "head":
-            backbone.freeze()
+        set_trainable(backbone, trains)
         # Checkpoints of a frozen backbone hold only what trained (see on_save_checkpoint).
         self.strict_loading = trains == "all"
         # ModuleDict keys may not shadow Module attributes ("train"), hence the suffix.
@@ -85,7 +105,6 @@ class TransferClassifier(L.LightningModule):
             }
         )
         self.confusion = MulticlassConfusionMatrix(num_classes)
-        self.test_results: dict = {}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.trains != "all":  # frozen weights are rebuilt from the backbone config
@@ -132,13 +151,9 @@ class TransferClassifier(L.LightningModule):
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
 
-    def on_test_epoch_end(self) -> None:
-        self.test_results = {
-            "acc": self.metrics["test_"]["acc"].compute().item(),
-            "f1": self.metrics["test_"]["f1"].compute().item(),
-            "confusion": self.confusion.compute().tolist(),
-        }
-        self.confusion.reset()
+    def predict_step(self, batch, batch_idx) -> dict:
+        """Class logits with each example's position in its split (batches are length-sorted)."""
+        return {"index": batch["index"], "logits": self(batch)[0]}
 
     def param_groups(self) -> list[dict]:
         """AdamW groups: the head at lr, pretrained weights at lr x backbone_lr_scale x
@@ -159,11 +174,8 @@ class TransferClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.param_groups())
+        from transformers import get_linear_schedule_with_warmup
+
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = max(1, round(total * self.warmup_fraction))
-
-        def schedule(step: int) -> float:  # linear warmup, then linear decay to 0
-            return (step + 1) / warmup if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = get_linear_schedule_with_warmup(optimizer, round(total * self.warmup_fraction), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

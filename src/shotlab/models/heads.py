@@ -40,6 +40,15 @@ class VerbalizerHead(nn.Module):
         self.register_buffer("word_label", torch.as_tensor(word_label), persistent=False)  # (J,)
         self.num_classes = num_classes
 
+    @classmethod
+    def from_backbone(cls, backbone, verbalizer) -> VerbalizerHead:
+        """The zero-shot classifier of `backbone` for the task's verbalizer (words per label)."""
+        from shotlab.models.scorer import verbalizer_words
+
+        word_ids, word_label = verbalizer_words(backbone.tokenizer, verbalizer)
+        weight = backbone.lm.get_output_embeddings().weight.detach()
+        return cls(weight, [ids[0] for ids in word_ids], word_label, len(verbalizer))
+
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         from shotlab.models.scorer import words_to_labels
 

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from shotlab import ShotlabError
-from shotlab.models.backbone import pad_right
+from shotlab.data.batching import pad_right
+from shotlab.models.backbone import eval_mode
 
 # Contextual calibration's content-free inputs (Zhao et al. 2021, "Calibrate before use").
 CONTENT_FREE = ("N/A", "", "[MASK]")
@@ -119,12 +120,8 @@ class LMScorer:
         shared, kept = self.fit_prefix(list(demos), [len(r) for r in rests])
         if not shared and min(map(len, rests)) == 0:
             raise ShotlabError("a prompt is empty: nothing to condition the label words on; fix task.template")
-        was_training = self.backbone.training
-        self.backbone.eval()
-        try:
+        with eval_mode(self.backbone):
             scores = self._score(shared, rests)
-        finally:
-            self.backbone.train(was_training)
         if calibrate:
             scores = calibrate_scores(scores[: -len(CONTENT_FREE)], scores[-len(CONTENT_FREE) :])
         return LabelScores(scores, scores.argmax(-1), kept)
@@ -207,21 +204,19 @@ def naive_scores(backbone, texts: Sequence[str], template: str, verbalizer, demo
     """Reference (N, C) label scores: prefix + prompt + word re-run from scratch for every
     (example, label, word), a full forward and full T x V logits; no cache, no padding."""
     tok, dev = backbone.tokenizer, next(backbone.parameters()).device
-    was_training = backbone.training
-    backbone.eval()
     out = torch.empty(len(texts), len(verbalizer))
-    for i, text in enumerate(texts):
-        shared, rest = split_prompt(template, text, demonstration_prefix(demos))
-        context = tok(shared).input_ids + tok(rest, add_special_tokens=False).input_ids
-        for c, label_words in enumerate(verbalizer):
-            word_scores = []
-            for w in label_words:
-                word = tok(" " + w, add_special_tokens=False).input_ids
-                ids = torch.tensor([context + word], device=dev)
-                logits = backbone.lm(input_ids=ids).logits[0]  # (T, V)
-                logp = F.log_softmax(logits.float(), -1)[len(context) - 1 : -1]  # (m, V)
-                lp = logp.gather(1, torch.tensor(word, device=dev)[:, None]).sum()
-                word_scores.append(lp / len(word) if token_reduce == "mean" else lp)
-            out[i, c] = torch.logsumexp(torch.stack(word_scores), 0)
-    backbone.train(was_training)
+    with eval_mode(backbone):
+        for i, text in enumerate(texts):
+            shared, rest = split_prompt(template, text, demonstration_prefix(demos))
+            context = tok(shared).input_ids + tok(rest, add_special_tokens=False).input_ids
+            for c, label_words in enumerate(verbalizer):
+                word_scores = []
+                for w in label_words:
+                    word = tok(" " + w, add_special_tokens=False).input_ids
+                    ids = torch.tensor([context + word], device=dev)
+                    logits = backbone.lm(input_ids=ids).logits[0]  # (T, V)
+                    logp = F.log_softmax(logits.float(), -1)[len(context) - 1 : -1]  # (m, V)
+                    lp = logp.gather(1, torch.tensor(word, device=dev)[:, None]).sum()
+                    word_scores.append(lp / len(word) if token_reduce == "mean" else lp)
+                out[i, c] = torch.logsumexp(torch.stack(word_scores), 0)
     return out

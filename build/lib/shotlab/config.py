@@ -1,0 +1,102 @@
+"""Checks of a composed config, run before any data or model loads, and its identity hash.
+The method's own keys are checked by its class (shotlab.methods), built right after these."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from shotlab import ShotlabError
+
+REGIMES = ("zero", "one", "few", "full")
+CONF_MODULE = "shotlab.conf"  # the top-level conf/ folder, packed into the wheel as shotlab/conf
+
+
+def conf_dir() -> Path:
+    """The shipped configs, found the same way from a clone, an editable or a plain install."""
+    return Path(str(importlib.resources.files(CONF_MODULE)))
+# Keys that change where or how a run is recorded, not what it computes.
+NOT_IDENTITY = ("force", "ckpt_path", "checkpoint_optimizer", "logger", "output_dir", "hydra", "sweep_name", "full_methods")
+
+
+def regime_name(k: int | None) -> str:
+    """The regime a k belongs to: 0 zero, 1 one, >1 few, None (all) full."""
+    if k is None:
+        return "full"
+    return {0: "zero", 1: "one"}.get(k, "few")
+
+
+# Regime names follow k, so a sweep over `regime.k=0,1,4,16,null` covers every regime.
+if not OmegaConf.has_resolver("regime_name"):
+    OmegaConf.register_new_resolver("regime_name", regime_name)
+
+
+def check_value(key: str, value, low: float, high: float = float("inf"), integer=False, none_ok=False):
+    """Raise a one-line ShotlabError unless `value` (of config key `key`) is a number (an int) in [low, high]."""
+    if value is None and none_ok:
+        return
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not (low <= value <= high):
+        want = "an integer" if integer else "a number"
+        raise ShotlabError(f"{key} must be {want} in [{low}, {high}], got {value!r}")
+
+
+def check_number(cfg: DictConfig, key: str, low: float, high: float = float("inf"), integer=False, none_ok=False):
+    """Raise a one-line ShotlabError unless cfg[key] is a number (an int) in [low, high]."""
+    check_value(key, OmegaConf.select(cfg, key), low, high, integer, none_ok)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise a one-line ShotlabError for a value a user may have mistyped."""
+    if cfg.regime.name not in REGIMES:
+        raise ShotlabError(f"regime.name must be one of {REGIMES}, got {cfg.regime.name!r}")
+    if not cfg.method.get("_target_"):
+        raise ShotlabError("method has no _target_: a method yaml names its class, e.g. shotlab.methods.transfer.Finetune")
+    check_number(cfg, "regime.k", 0, integer=True, none_ok=True)
+    check_number(cfg, "seed", 0, integer=True)
+    check_number(cfg, "max_length", 8, 1_000_000, integer=True)
+    check_number(cfg, "batch_size", 1, integer=True)
+    check_number(cfg, "eval_batch_size", 1, integer=True)
+    check_number(cfg, "optimizer.lr", 0)
+    check_number(cfg, "optimizer.weight_decay", 0)
+    check_number(cfg, "optimizer.warmup_fraction", 0, 1)
+    check_number(cfg, "regime.min_steps", 0, integer=True)
+    check_number(cfg, "epochs", 1, integer=True)
+    check_number(cfg, "validations", 1, integer=True)
+    if cfg.optimizer.lr == 0:
+        raise ShotlabError("optimizer.lr must be > 0")
+    if cfg.backbone.pooling not in ("last", "mean"):
+        raise ShotlabError(f"backbone.pooling must be 'last' or 'mean', got {cfg.backbone.pooling!r}")
+    if not cfg.backbone.name_or_path and not cfg.backbone.random_init:
+        raise ShotlabError("set backbone.name_or_path (a hub name or folder) or backbone.random_init")
+
+
+def identity(cfg: DictConfig) -> dict:
+    """The resolved config minus the keys that only say where or how a run is recorded."""
+    keys = [k for k in cfg if k not in NOT_IDENTITY]
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Same hash <=> the same run (task, backbone, method, regime, k, seeds, hyper-parameters)."""
+    blob = json.dumps(identity(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def build_method(method_cfg: DictConfig):
+    """The method object its yaml names (`_target_`); its constructor checks its own keys."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(method_cfg, _convert_="all")
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, ShotlabError):
+            raise cause from None
+        first = (str(cause or err).strip().splitlines() or [""])[0]
+        raise ShotlabError(f"method {method_cfg.get('name')!r} ({method_cfg.get('_target_')}): {first}") from None

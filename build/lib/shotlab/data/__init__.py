@@ -1,0 +1,1 @@
+"""Downstream data: tasks, k-shot sampling, prompt formatting and the DataModule."""

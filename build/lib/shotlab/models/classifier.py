@@ -1,0 +1,181 @@
+"""TransferClassifier: a pretrained backbone + a new head, trained with GPT-1's recipe.
+
+Every gradient method goes through this one module and its one `_step`: `trains="all"` trains
+every weight (plus the auxiliary LM loss when asked), `"head"` only the head (on cached features
+when the batch carries them), `"lora"` adapters + head. Which weights learn is decided in one
+place, `set_trainable`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
+
+from shotlab import ShotlabError
+from shotlab.models.backbone import Backbone
+
+STAGES = ("train", "val", "test")
+
+
+def block_depth(name: str, num_blocks: int) -> int:
+    """0 for embeddings, i+1 for transformer block i, num_blocks+1 for what follows the
+    blocks (final norm): the depth used for layer-wise learning-rate decay."""
+    match = re.search(r"\.(?:h|layers|layer|blocks)\.(\d+)\.", name)
+    if match:
+        return int(match.group(1)) + 1
+    return 0 if re.search(r"embed|wte|wpe", name) else num_blocks + 1
+
+
+def add_lora(backbone: Backbone, r: int, alpha: int, dropout: float, target_modules=None) -> None:
+    """Inject LoRA adapters (peft) into the backbone in place; set_trainable(.., "lora") trains only them."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules)
+    inject_adapter_in_model(config, backbone.lm)
+
+
+def set_trainable(backbone: Backbone, trains: str) -> None:
+    """Which backbone weights learn: "all", none ("head": only the head learns), or the LoRA adapters."""
+    for name, p in backbone.named_parameters():
+        p.requires_grad_(trains == "all" or (trains == "lora" and "lora_" in name))
+
+
+def load_backbone_weights(backbone: Backbone, run_dir: str) -> None:
+    """Head swap: load a previous run's fine-tuned backbone weights; its head is dropped."""
+    ckpts = sorted(Path(run_dir).glob("checkpoints/*.ckpt"))
+    if not ckpts:
+        raise ShotlabError(f"backbone.init_from={run_dir} has no checkpoints/*.ckpt; point it at a finetune run folder")
+    state = torch.load(ckpts[0], map_location="cpu", weights_only=False)["state_dict"]
+    weights = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    missing, unexpected = backbone.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise ShotlabError(
+            f"backbone.init_from={run_dir}: its backbone does not match this one "
+            f"({len(missing)} missing, {len(unexpected)} unexpected weights); use the same backbone config"
+        )
+
+
+class TransferClassifier(L.LightningModule):
+    def __init__(
+        self,
+        backbone: Backbone,
+        head: nn.Module,
+        num_classes: int,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        lr: float,
+        weight_decay: float = 0.01,
+        warmup_fraction: float = 0.002,
+        trains: str = "all",
+        backbone_lr_scale: float = 1.0,
+        layer_decay: float = 1.0,
+        lm_loss_weight: float = 0.0,
+    ):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.optimizer, self.lr, self.weight_decay = optimizer, lr, weight_decay
+        self.warmup_fraction, self.trains = warmup_fraction, trains
+        self.backbone_lr_scale, self.layer_decay = backbone_lr_scale, layer_decay
+        self.lm_loss_weight = lm_loss_weight
+        set_trainable(backbone, trains)
+        # Checkpoints of a frozen backbone hold only what trained (see on_save_checkpoint).
+        self.strict_loading = trains == "all"
+        # ModuleDict keys may not shadow Module attributes ("train"), hence the suffix.
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_": MetricCollection(
+                    {
+                        "acc": MulticlassAccuracy(num_classes, average="micro"),
+                        "f1": MulticlassF1Score(num_classes, average="macro"),
+                    },
+                    prefix=f"{stage}/",
+                )
+                for stage in STAGES
+            }
+        )
+        self.confusion = MulticlassConfusionMatrix(num_classes)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.trains != "all":  # frozen weights are rebuilt from the backbone config
+            trained = {f"backbone.{n}" for n, p in self.backbone.named_parameters() if p.requires_grad}
+            checkpoint["state_dict"] = {
+                k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("backbone.") or k in trained
+            }
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.trains != "all":  # a frozen backbone keeps dropout off: fixed features
+            self.backbone.eval()
+        return self
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Class logits (B, C), and the token states (B, T, H) when the backbone ran."""
+        if "features" in batch:  # cached pooled states of a frozen backbone
+            return self.head(batch["features"]), None
+        hidden, _ = self.backbone.states(batch["input_ids"], batch["attention_mask"])
+        return self.head(self.backbone.pool(hidden, batch["attention_mask"])), hidden
+
+    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+        logits, hidden = self(batch)
+        loss = F.cross_entropy(logits, batch["labels"])
+        self.log(f"{stage}/cls_loss", loss, prog_bar=False, batch_size=len(logits))
+        if stage == "train" and self.lm_loss_weight > 0 and hidden is not None:
+            lm_loss = self.backbone.lm_loss(hidden, batch["input_ids"], batch["attention_mask"])
+            self.log("train/lm_loss", lm_loss, batch_size=len(logits))
+            loss = loss + self.lm_loss_weight * lm_loss
+        metrics = self.metrics[f"{stage}_"]
+        metrics.update(logits.detach(), batch["labels"])
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "train", batch_size=len(logits))
+        self.log_dict(metrics, prog_bar=stage != "train", batch_size=len(logits))
+        if stage == "test":
+            self.confusion.update(logits.detach(), batch["labels"])
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx) -> dict:
+        """Class logits with each example's position in its split (batches are length-sorted)."""
+        return {"index": batch["index"], "logits": self(batch)[0]}
+
+    def param_groups(self) -> list[dict]:
+        """AdamW groups: the head at lr, pretrained weights at lr x backbone_lr_scale x
+        layer_decay^(depth from the top); no weight decay on biases and norm weights."""
+        num_blocks = self.backbone.lm.config.num_hidden_layers
+        groups: dict[tuple[float, float], list] = {}
+        rated = [(p, self.lr) for p in self.head.parameters()]
+        base = self.lr * self.backbone_lr_scale
+        for n, p in self.backbone.named_parameters():
+            depth = block_depth(n, num_blocks)
+            rated.append((p, base * self.layer_decay ** (num_blocks + 1 - depth)))
+        for p, lr in rated:
+            if not p.requires_grad:
+                continue
+            decay = 0.0 if p.ndim < 2 else self.weight_decay
+            groups.setdefault((lr, decay), []).append(p)
+        return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer(self.param_groups())
+        from transformers import get_linear_schedule_with_warmup
+
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = get_linear_schedule_with_warmup(optimizer, round(total * self.warmup_fraction), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

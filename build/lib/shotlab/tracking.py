@@ -1,0 +1,87 @@
+"""What a run records besides its scores: its own peak memory, and the experiment logger
+(Weights & Biases is never a reason for a run or a sweep to fail)."""
+
+from __future__ import annotations
+
+import contextlib
+import netrc
+import os
+import resource
+import sys
+from pathlib import Path
+
+
+def reset_peak_memory() -> None:
+    """Start this process's peak-RSS count afresh (Linux), so each run of a multirun reports its own."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory since the last reset (Linux VmHWM), else since the process started."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
+    return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
+def ensure_wandb_mode() -> str:
+    """Log offline when no API key is set, and say how to upload later; return the mode."""
+    mode = os.environ.get("WANDB_MODE")
+    if mode in ("offline", "disabled"):
+        return mode
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:  # `wandb login` stores the key in ~/.netrc; reading it needs no network
+        logged_in = bool(netrc.netrc().authenticators("api.wandb.ai"))
+    except (FileNotFoundError, netrc.NetrcParseError):
+        logged_in = False
+    if logged_in:
+        return "online"
+    os.environ["WANDB_MODE"] = "offline"
+    print("shotlab: no W&B API key, logging offline; upload later with `wandb sync <run folder>/wandb/offline-run-*`")
+    return "offline"
+
+
+def make_logger(logger_cfg):
+    """The run's Lightning logger from the `logger` config group, or False for logger=none."""
+    if not logger_cfg:
+        return False
+    from hydra.utils import instantiate
+    from lightning.pytorch.loggers import WandbLogger
+
+    logger = instantiate(logger_cfg)
+    if isinstance(logger, WandbLogger):  # its run starts on first use, after the mode is set
+        ensure_wandb_mode()
+    return logger
+
+
+def finish_logger(logger, record: dict, result: dict) -> None:
+    """Log the run's identity and final numbers, then close it (a sweep logs every job)."""
+    if not logger:
+        return
+    from lightning.pytorch.loggers import WandbLogger
+
+    logger.log_hyperparams(record)
+    numbers = {f"final/{k}": v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    logger.log_metrics(numbers)
+    if isinstance(logger, WandbLogger):
+        logger.experiment.summary.update({**record, **numbers})
+        logger.experiment.finish()
+    else:
+        logger.finalize("success")
+
+
+def log_report(logger_cfg: dict, sweep_dir: Path, report: dict) -> None:
+    """A summary run in the sweep's W&B group holding the report's table and plot."""
+    import wandb
+
+    ensure_wandb_mode()
+    run = wandb.init(
+        project=logger_cfg.get("project", "shotlab"), group=logger_cfg.get("group"), job_type="report",
+        name=f"report-{sweep_dir.name}", dir=str(sweep_dir), reinit="finish_previous",
+    )
+    run.log({"report/table": wandb.Table(dataframe=report["table"]), "report/plot": wandb.Image(str(report["png"]))})
+    run.finish()

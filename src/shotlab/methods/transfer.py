@@ -1,0 +1,212 @@
+"""Gradient methods: a backbone + a head in one LightningModule (TransferClassifier), trained on
+the k-shot sample with GPT-1's recipe; the best checkpoint on the dev sample scores the test set.
+
+    finetune          every weight, new head, auxiliary LM loss
+    linear_probe      frozen backbone, new head, pooled features cached on disk
+    lora              LoRA adapters + new head
+    prompt_finetune   every weight, prompt-formatted text, head = the zero-shot verbalizer rows
+    prompt_probe      frozen backbone, prompt-formatted text (cached features), head = the verbalizer rows
+
+The prompt-aware ones start as the zero-shot classifier: they record its dev accuracy before
+training (`dev_acc_start`), so the report can choose "no training" on the dev sample.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from shotlab import ShotlabError
+from shotlab.config import check_value
+from shotlab.methods.base import Job, Method, Outcome
+from shotlab.predictions import accuracy
+
+TRAINS = ("all", "head", "lora")
+
+
+class Transfer(Method):
+    """A new head on the pooled state of the (raw) text; `trains` says which weights learn."""
+
+    runs_at_zero = False
+
+    def __init__(self, name: str, trains: str = "all", lm_loss_weight: float = 0.0, backbone_lr_scale: float = 1.0,
+                 layer_decay: float = 1.0, min_steps: int = 0):
+        super().__init__(name)
+        if trains not in TRAINS:
+            raise ShotlabError(f"method.trains must be one of {TRAINS}, got {trains!r}")
+        check_value("method.lm_loss_weight", lm_loss_weight, 0)
+        check_value("method.backbone_lr_scale", backbone_lr_scale, 0)
+        check_value("method.layer_decay", layer_decay, 0, 1)
+        check_value("method.min_steps", min_steps, 0, integer=True)
+        self.trains, self.lm_loss_weight, self.min_steps = trains, lm_loss_weight, min_steps
+        self.backbone_lr_scale, self.layer_decay = backbone_lr_scale, layer_decay
+
+    # --- what a subclass changes --------------------------------------------------------
+
+    def template(self, job: Job) -> str | None:
+        """The prompt template the texts are formatted with, or None for the raw text."""
+        return None
+
+    def head(self, job: Job) -> torch.nn.Module:
+        from hydra.utils import instantiate
+
+        return instantiate(job.cfg.head, hidden_size=job.backbone.hidden_size, num_classes=job.sample.task.num_classes)
+
+    def encoder(self, job: Job):
+        """A feature encoder for the DataModule (cached pooled states), or None to run the backbone."""
+        return None
+
+    def prepare(self, backbone) -> None:
+        """Change the backbone before training (e.g. add adapters)."""
+
+    starts_zero_shot = False  # True: the head starts as the zero-shot classifier (see dev_acc_start)
+
+    # --- the one training path ----------------------------------------------------------
+
+    def run(self, job: Job) -> Outcome:
+        from hydra.utils import instantiate
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        from shotlab.data.datamodule import ShotDataModule
+        from shotlab.models.classifier import TransferClassifier
+        from shotlab.requeue import ResumeOnSlurm, hpc_checkpoints
+
+        cfg, sample, out = job.cfg, job.sample, job.out
+        self.prepare(job.backbone)
+        data = ShotDataModule(sample, job.backbone.tokenizer, max_length=cfg.max_length, batch_size=cfg.batch_size,
+                              eval_batch_size=cfg.eval_batch_size, template=self.template(job),
+                              encoder=self.encoder(job), shuffle_seed=cfg.train_seed)
+        model = TransferClassifier(
+            job.backbone, self.head(job), sample.task.num_classes,
+            optimizer=instantiate(cfg.optimizer.optim), lr=cfg.optimizer.lr,
+            weight_decay=cfg.optimizer.weight_decay, warmup_fraction=cfg.optimizer.warmup_fraction,
+            trains=self.trains, backbone_lr_scale=self.backbone_lr_scale,
+            layer_decay=self.layer_decay, lm_loss_weight=self.lm_loss_weight,
+        )
+        has_dev = sample.dev is not None and len(sample.dev) > 0
+        checkpoint = ModelCheckpoint(
+            dirpath=out / "checkpoints", monitor="val/acc" if has_dev else None, mode="max", save_top_k=1,
+            filename="best" if has_dev else "last", save_weights_only=not cfg.checkpoint_optimizer,
+        )
+        steps = max(cfg.regime.min_steps, self.min_steps, cfg.epochs * math.ceil(len(sample.train) / cfg.batch_size), 1)
+        # Small samples repeat their few batches for min_steps; validate `validations` times in
+        # all, evenly spaced in steps, rather than after every (one-batch) epoch.
+        trainer = instantiate(
+            cfg.trainer, max_steps=steps, max_epochs=-1, callbacks=[checkpoint, ResumeOnSlurm()], logger=job.logger,
+            default_root_dir=str(out), num_sanity_val_steps=0, check_val_every_n_epoch=None,
+            val_check_interval=math.ceil(steps / cfg.validations),
+        )
+        t0 = time.perf_counter()
+        data.setup()
+        extra = {}
+        if self.starts_zero_shot and has_dev:  # the untrained classifier's dev accuracy: "no training"
+            extra["dev_acc_start"] = accuracy(_predict(trainer, model, data.val_dataloader(), None, len(sample.dev)),
+                                              sample.dev.labels)
+        trained = len(sample.train) > 0  # k=0 (a zero-shot head): nothing trains
+        if trained:
+            resume = hpc_checkpoints(out)  # a requeued SLURM job goes on from where it stopped
+            trainer.fit(model, datamodule=data, ckpt_path=resume[-1] if resume else cfg.ckpt_path)
+        for done in hpc_checkpoints(out):  # on SLURM, predict(ckpt_path=None) would load the newest
+            done.unlink()
+        train_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        best = "best" if has_dev and trained else None
+        scores = {"test": _predict(trainer, model, data.test_dataloader(), best, len(sample.test))}
+        if has_dev:
+            scores["dev"] = _predict(trainer, model, data.val_dataloader(), None, len(sample.dev))
+        return Outcome(scores, {**extra, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t0,
+                                "train_steps": trainer.global_step,
+                                "best_checkpoint": checkpoint.best_model_path or checkpoint.last_model_path})
+
+
+def _predict(trainer, model, loader, ckpt_path, n: int) -> torch.Tensor:
+    """(n, C) class logits in the split's order (the loader batches similar lengths together)."""
+    batches = trainer.predict(model, dataloaders=loader, ckpt_path=ckpt_path)
+    index = torch.cat([b["index"] for b in batches])
+    logits = torch.cat([b["logits"] for b in batches])
+    out = torch.empty(n, logits.shape[1])
+    out[index] = logits.float()
+    return out
+
+
+class Finetune(Transfer):
+    """GPT-1 transfer: every weight trains, the blocks at a small learning rate, plus the LM loss."""
+
+
+class LinearProbe(Transfer):
+    """Frozen backbone, only a new head trains, on pooled features cached per example id: of the
+    raw text, or of the prompt-formatted text (`prompt: true`), whose last state is the one that
+    predicts the label word."""
+
+    def __init__(self, name: str = "linear_probe", trains: str = "head", prompt: bool = False, **kw):
+        if trains != "head":
+            raise ShotlabError(f"method.trains must be 'head' for {name}, got {trains!r}")
+        super().__init__(name, trains, **kw)
+        self.prompt = prompt
+
+    def check(self, cfg) -> None:
+        if self.prompt and cfg.backbone.pooling != "last":
+            raise ShotlabError(f"{self.name} pools the prompt's last token; set backbone.pooling=last")
+
+    def template(self, job: Job) -> str | None:
+        return job.sample.task.template if self.prompt else None
+
+    def encoder(self, job: Job):
+        from shotlab.models.features import FeatureCache
+
+        return FeatureCache.for_run(job.backbone, job.cfg.backbone, job.cfg.task, job.cfg.max_length,
+                                    template=self.template(job), batch_size=job.cfg.eval_batch_size)
+
+
+class PromptProbe(LinearProbe):
+    """A linear probe on prompt features whose head starts as the zero-shot classifier (the
+    verbalizer rows of the output embedding): at k=0 it predicts as `prompt`; k examples move
+    it from there, in seconds."""
+
+    runs_at_zero = True
+    starts_zero_shot = True
+
+    def __init__(self, name: str = "prompt_probe", trains: str = "head", prompt: bool = True, **kw):
+        if not prompt:
+            raise ShotlabError(f"{name} classifies from the prompt's features; method.prompt must be true")
+        super().__init__(name, trains, prompt, **kw)
+
+    def head(self, job: Job) -> torch.nn.Module:
+        from shotlab.models.heads import VerbalizerHead
+
+        return VerbalizerHead.from_backbone(job.backbone, job.sample.task.verbalizer)
+
+
+class Lora(Transfer):
+    """LoRA adapters (peft) in the frozen blocks + a new head."""
+
+    def __init__(self, name: str = "lora", trains: str = "lora", lora: dict | None = None, **kw):
+        super().__init__(name, trains, **kw)
+        self.lora = dict(lora or {})
+
+    def prepare(self, backbone) -> None:
+        from shotlab.models.classifier import add_lora
+
+        add_lora(backbone, **self.lora)
+
+
+class PromptFinetune(Transfer):
+    """Fine-tuning through the LM head restricted to the verbalizer, on prompt-formatted text:
+    it starts as the zero-shot classifier (so k=0 is a run, equal to `prompt`)."""
+
+    runs_at_zero = True
+    starts_zero_shot = True
+
+    def check(self, cfg) -> None:
+        if cfg.backbone.pooling != "last":
+            raise ShotlabError(f"{self.name} pools the prompt's last token; set backbone.pooling=last")
+
+    def template(self, job: Job) -> str:
+        return job.sample.task.template
+
+    def head(self, job: Job) -> torch.nn.Module:
+        from shotlab.models.heads import VerbalizerHead
+
+        return VerbalizerHead.from_backbone(job.backbone, job.sample.task.verbalizer)
