@@ -105,5 +105,6 @@ def test_compare_regimes_covers_every_regime_and_method(tmp_path):
     params = cfg.hydra.sweeper.params
     ks = params["regime.k"].split(",")
     assert {"0", "1", "null"} <= set(ks) and len([k for k in ks if k not in ("0", "1", "null")]) >= 2
-    assert set(params["method"].split(",")) == {"prompt", "finetune", "linear_probe", "lora", "prompt_finetune"}
+    assert set(params["method"].split(",")) == {"prompt", "prompt_calibrated", "prompt_probe", "linear_probe",
+                                                "prompt_finetune", "finetune", "lora"}
     assert len(params["seed"].split(",")) >= 3

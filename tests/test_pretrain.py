@@ -188,10 +188,11 @@ def test_pretraining_ablation_arms_name_their_backbones(tmp_path, monkeypatch, a
     assert cfg.backbone.name_or_path == path.replace("outputs/pretrain/gpt2-mini", "/elsewhere")
 
 
-def test_pretraining_ablation_sweeps_36_runs(tmp_path):
+def test_pretraining_ablation_sweeps_54_runs_with_prompt_probe(tmp_path):
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=pretraining_ablation", f"output_dir={tmp_path}"],
                       return_hydra_config=True)
     params = cfg.hydra.sweeper.params
     sizes = [len(str(v).split(",")) for v in params.values()]
-    assert dict(zip(params, sizes)) == {"backbone.arm": 3, "method": 2, "regime": 2, "seed": 3}
+    assert dict(zip(params, sizes)) == {"backbone.arm": 3, "method": 3, "regime": 2, "seed": 3}
+    assert "prompt_probe" in params["method"]

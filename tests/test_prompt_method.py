@@ -11,6 +11,7 @@ from tests.conftest import make_cfg
 def test_prompt_finetune_at_k0_predicts_exactly_as_prompt(tmp_path):
     # movie_sentiment's label words (" negative", " positive") are single GPT-2 tokens.
     prompt = run(make_cfg(tmp_path / "p", "method=prompt", "regime=zero", "max_length=512"))
+    assert prompt["status"] == "ok" and prompt["num_dev"] == 0  # zero-shot: no dev sample
     tuned = run(make_cfg(tmp_path / "f", "method=prompt_finetune", "regime=zero", "max_length=512"))
     assert prompt["status"] == tuned["status"] == "ok"
     assert tuned["confusion"] == prompt["confusion"] and tuned["test_acc"] == prompt["test_acc"]
@@ -73,6 +74,7 @@ def _predictions(run_dir, split="test"):
 def test_prompt_probe_at_k0_predicts_exactly_as_prompt(tmp_path, monkeypatch):
     monkeypatch.setenv("SHOTLAB_FEATURES", str(tmp_path / "features"))
     prompt = run(make_cfg(tmp_path / "p", "method=prompt", "regime=zero", "max_length=512"))
+    assert prompt["status"] == "ok" and prompt["num_dev"] == 0  # zero-shot: no dev sample
     probe = run(make_cfg(tmp_path / "q", "method=prompt_probe", "regime=zero", "max_length=512"))
     assert probe["status"] == "ok" and probe["num_train"] == 0 and probe["train_steps"] == 0
     ours, theirs = _predictions(tmp_path / "q"), _predictions(tmp_path / "p")

@@ -79,13 +79,18 @@ def finish_logger(logger, record: dict, result: dict, predictions: list[dict]) -
 
 
 def log_report(logger_cfg: dict, sweep_dir: Path, report: dict) -> None:
-    """A summary run in the sweep's W&B group holding the report's table and plot."""
+    """A summary run in the sweep's W&B group holding what report.md shows: the table of selected
+    runs with CIs, the paired comparisons, the selection summary and the plot."""
     import wandb
+
+    def table(frame):  # W&B takes None for an empty cell, not pandas' NA (full data has no k) or NaN
+        return wandb.Table(dataframe=frame.astype(object).where(frame.notna(), None))
 
     ensure_wandb_mode()
     run = wandb.init(
         project=logger_cfg.get("project", "shotlab"), group=logger_cfg.get("group"), job_type="report",
         name=f"report-{sweep_dir.name}", dir=str(sweep_dir), reinit="finish_previous",
     )
-    run.log({"report/table": wandb.Table(dataframe=report["table"]), "report/plot": wandb.Image(str(report["png"]))})
+    run.log({"report/table": table(report["table"]), "report/comparisons": table(report["comparisons"]),
+             "report/selection": table(report["selection"]), "report/plot": wandb.Image(str(report["png"]))})
     run.finish()

@@ -1,0 +1,264 @@
+"""The sweep report on hand-built sweep folders (no model): selection on the dev sample only,
+cells that are the selected runs, bootstrap CIs and paired comparisons, and what report.md says."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shotlab.report import write_report
+
+N = 200  # test examples
+
+
+def write_run(sweep: Path, name: str, correct, *, method: str = "finetune", k: int | None = 4, seed: int = 0,
+              dev_acc: float | None = None, dev_acc_start: float | None = None, overrides: dict | None = None,
+              labels=None, predictions: bool = True) -> dict:
+    """A run folder as train.run writes it: .hydra/, metrics.json and predictions.jsonl."""
+    run = sweep / name
+    (run / ".hydra").mkdir(parents=True)
+    correct = np.asarray(correct, dtype=bool)
+    labels = np.arange(len(correct)) % 2 if labels is None else np.asarray(labels)
+    predicted = np.where(correct, labels, 1 - labels)
+    num_train = {0: 0, None: 500}.get(k, 2 * (k or 0))
+    metrics = {
+        "status": "ok", "task": "toy", "backbone": "tiny", "method": method, "method_label": method,
+        "regime": {0: "zero", 1: "one", None: "full"}.get(k, "few"), "k": k, "seed": seed, "init_from": None,
+        "test_acc": float(correct.mean()), "test_f1": float(correct.mean()), "chance": 0.5, "num_test": len(correct),
+        "dev_acc": dev_acc, "dev_acc_start": dev_acc_start, "num_train": num_train, "num_dev": num_train,
+        "label_budget": 2 * num_train,
+        "overrides": {"method": method, "regime.k": str(k), "seed": str(seed), **(overrides or {})},
+    }
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    if predictions:
+        rows = [{"split": "test", "id": f"t{i}", "label": int(y), "prediction": int(p),
+                 "scores": [float(p == 0), float(p == 1)]} for i, (y, p) in enumerate(zip(labels, predicted))]
+        rows += [{"split": "dev", "id": f"d{i}", "label": i % 2, "prediction": 0, "scores": [1.0, 0.0]}
+                 for i in range(num_train)]
+        (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return metrics
+
+
+def coin(p: float, seed: int) -> np.ndarray:
+    """N examples, each correct with probability p."""
+    return np.random.default_rng(seed).random(N) < p
+
+
+def cell(table: pd.DataFrame, method: str, k) -> pd.Series:
+    rows = table[(table.method == method) & (table.k.isna() if k is None else table.k == k)]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+def lr_sweep(sweep: Path) -> dict[tuple[int, str], dict]:
+    """finetune at k=4 over 3 split seeds with two learning rates, plus the zero-shot prompt.
+    The dev accuracies make 0.001 win seeds 0 and 2, 0.003 seed 1, each against its test score."""
+    write_run(sweep, "prompt", coin(0.6, 99), method="prompt", k=0)
+    dev = {(0, "0.001"): 0.75, (0, "0.003"): 0.5, (1, "0.001"): 0.5, (1, "0.003"): 0.625,
+           (2, "0.001"): 0.875, (2, "0.003"): 0.75}
+    test_p = {"0.001": 0.6, "0.003": 0.85}  # 0.003 is better on test: selection must not see that
+    return {(seed, lr): write_run(sweep, f"lr={lr},seed={seed}", coin(test_p[lr], 10 * seed + len(lr)), seed=seed,
+                                  dev_acc=d, overrides={"optimizer.lr": lr, "task.test_size": "200"})
+            for (seed, lr), d in dev.items()}
+
+
+def test_cells_are_the_runs_selected_on_dev_and_the_files_say_so(tmp_path):
+    runs = lr_sweep(tmp_path)
+    report = write_report(tmp_path, echo=False)
+    winners = [runs[(0, "0.001")], runs[(1, "0.003")], runs[(2, "0.001")]]
+    accs = np.array([m["test_acc"] for m in winners])
+
+    written = pd.read_csv(tmp_path / "report.csv")
+    for table in (report["table"], written):
+        row = cell(table, "finetune", 4)
+        assert row.acc_mean == pytest.approx(accs.mean())
+        assert row.acc_std == pytest.approx(accs.std(ddof=1))
+        assert row.n == 3 and row.label_budget == 16
+        assert row.dev_acc_mean == pytest.approx(np.mean([0.75, 0.625, 0.875]))
+        assert row.selected == "seed 0: optimizer.lr=0.001; seed 1: optimizer.lr=0.003; seed 2: optimizer.lr=0.001"
+        assert row.ci_low < row.acc_mean < row.ci_high
+        zero = cell(table, "prompt", 0)
+        assert zero.n == 1 and zero.acc_std == 0 and pd.isna(zero.dev_acc_mean)
+    assert list(written.columns[:11]) == ["method", "regime", "k", "acc_mean", "acc_std", "ci_low", "ci_high", "n",
+                                          "f1_mean", "dev_acc_mean", "label_budget"]
+
+    # task.test_size has one value, so it is not a hyper-parameter that was searched
+    assert report["selection"][["method", "hyper-parameter", "searched", "chosen", "seeds"]].values.tolist() == [
+        ["finetune", "optimizer.lr", "0.001, 0.003", "0.001: 2, 0.003: 1", 3]]
+    md = (tmp_path / "report.md").read_text()
+    assert "| finetune" in md and f"{accs.mean():.3f} ± {accs.std(ddof=1):.3f} [" in md
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_selection_never_reads_test_labels(tmp_path):
+    lr_sweep(tmp_path)
+    before = write_report(tmp_path, echo=False)["table"]
+
+    rng = np.random.default_rng(0)
+    for run in tmp_path.glob("*/metrics.json"):
+        rows = [json.loads(line) for line in (run.parent / "predictions.jsonl").read_text().splitlines()]
+        labels = rng.permutation([r["label"] for r in rows if r["split"] == "test"])
+        for r, y in zip((r for r in rows if r["split"] == "test"), labels):
+            r["label"] = int(y)
+        (run.parent / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        metrics = json.loads(run.read_text())
+        metrics["test_acc"] = float(np.mean([r["label"] == r["prediction"] for r in rows if r["split"] == "test"]))
+        run.write_text(json.dumps(metrics))
+    after = write_report(tmp_path, echo=False)["table"]
+
+    assert list(after.selected) == list(before.selected)
+    assert cell(after, "finetune", 4).acc_mean != pytest.approx(cell(before, "finetune", 4).acc_mean)
+
+
+def test_no_training_candidate_wins_on_dev_and_reports_the_zero_shot_predictions(tmp_path):
+    zero = coin(0.7, 1)
+    write_run(tmp_path, "probe-k0", zero, method="prompt_probe", k=0)
+    # seed 0: dev before training beats both trained candidates; seed 1: a trained one beats it;
+    # seed 2: a tie with the best trained candidate, which "no training" wins by the fixed order.
+    for seed, start, devs in ((0, 0.8, (0.6, 0.65)), (1, 0.7, (0.7, 0.75)), (2, 0.7, (0.7, 0.6))):
+        for lr, dev in zip(("0.001", "0.003"), devs):
+            write_run(tmp_path, f"probe,lr={lr},seed={seed}", coin(0.9, seed), method="prompt_probe", seed=seed,
+                      dev_acc=dev, dev_acc_start=start, overrides={"optimizer.lr": lr})
+    report = write_report(tmp_path, echo=False)
+    row = cell(report["table"], "prompt_probe", 4)
+    assert row.selected == "seed 0: no training; seed 1: optimizer.lr=0.003; seed 2: no training"
+    assert row.acc_mean == pytest.approx((zero.mean() * 2 + coin(0.9, 1).mean()) / 3)
+    assert row.label_budget == 16  # choosing not to train still used the k-shot and dev labels
+    assert row.dev_acc_mean == pytest.approx(np.mean([0.8, 0.75, 0.7]))
+    selection = report["selection"].set_index("hyper-parameter")
+    assert selection.loc["train or not", "chosen"] == "no training: 2, trained: 1"
+    assert selection.loc["optimizer.lr", "chosen"] == "0.001: 0, 0.003: 1"
+
+
+def test_no_training_is_left_out_without_the_k0_run_and_the_report_says_so(tmp_path):
+    for lr, dev in (("0.001", 0.6), ("0.003", 0.65)):
+        write_run(tmp_path, f"lr={lr}", coin(0.9, 0), method="prompt_probe", dev_acc=dev, dev_acc_start=0.9,
+                  overrides={"optimizer.lr": lr})
+    report = write_report(tmp_path, echo=False)
+    assert cell(report["table"], "prompt_probe", 4).selected == "seed 0: optimizer.lr=0.003"
+    md = report["md"].read_text()
+    assert md.count('no "no training" candidate for prompt_probe') == 1
+
+
+def test_cis_are_deterministic_and_comparisons_paired(tmp_path):
+    write_run(tmp_path, "prompt", coin(0.5, 7), method="prompt", k=0)
+    for seed in (0, 1, 2):
+        same = coin(0.8, seed)
+        write_run(tmp_path, f"finetune-{seed}", same, seed=seed, dev_acc=0.5)
+        write_run(tmp_path, f"lora-{seed}", same, method="lora", seed=seed, dev_acc=0.5)
+        write_run(tmp_path, f"probe-{seed}", np.ones(N), method="linear_probe", k=16, seed=seed, dev_acc=0.5)
+    first = write_report(tmp_path, echo=False)
+    csvs = [(tmp_path / name).read_bytes() for name in ("report.csv", "comparisons.csv")]
+    write_report(tmp_path, echo=False)
+    assert [(tmp_path / name).read_bytes() for name in ("report.csv", "comparisons.csv")] == csvs
+
+    table = first["table"]
+    perfect = cell(table, "linear_probe", 16)
+    assert perfect.acc_mean == perfect.ci_low == perfect.ci_high == 1.0
+    lora = cell(table, "lora", 4)
+    assert lora.ci_low < lora.acc_mean < lora.ci_high
+
+    compared = first["comparisons"].set_index(["method", "versus"])
+    # finetune and lora made the same predictions: paired, their difference is exactly 0
+    same = compared.loc[("lora", "best other row")]
+    assert same.other == "finetune" and same["diff"] == same.ci_low == same.ci_high == 0.0 and not same.excludes_zero
+    gain = compared.loc[("linear_probe", "zero-shot prompt")]
+    assert gain.other == "prompt" and gain.n == 3
+    assert gain["diff"] == pytest.approx(1 - coin(0.5, 7).mean())
+    assert 0 < gain.ci_low < gain["diff"] < gain.ci_high and gain.excludes_zero
+    assert f"{gain['diff']:+.3f} [{gain.ci_low:+.3f}, {gain.ci_high:+.3f}] *" in first["md"].read_text()
+    assert len(pd.read_csv(tmp_path / "comparisons.csv")) == 5  # k=16 has no other row to compare with
+
+
+def test_ci_of_one_run_is_the_binomial_interval(tmp_path):
+    write_run(tmp_path, "prompt", np.arange(400) % 2 == 0, method="prompt", k=0)  # 400 examples, half correct
+    row = cell(write_report(tmp_path, echo=False)["table"], "prompt", 0)
+    half_width = 1.96 * np.sqrt(0.5 * 0.5 / 400)  # 0.049
+    assert row.ci_low == pytest.approx(0.5 - half_width, abs=0.01)
+    assert row.ci_high == pytest.approx(0.5 + half_width, abs=0.01)
+
+
+def test_old_runs_without_predictions_get_mean_and_std_only(tmp_path):
+    accs = []
+    for seed in (0, 1):
+        accs.append(write_run(tmp_path, f"r{seed}", coin(0.7, seed), seed=seed, dev_acc=0.5,
+                              predictions=seed == 0)["test_acc"])
+    report = write_report(tmp_path, echo=False)
+    row = cell(report["table"], "finetune", 4)
+    assert row.acc_mean == pytest.approx(np.mean(accs)) and pd.isna(row.ci_low) and pd.isna(row.ci_high)
+    assert "No CI for finetune at few (k=4): a selected run has no predictions.jsonl" in report["md"].read_text()
+
+
+def test_runs_of_one_cell_must_score_the_same_test_examples(tmp_path):
+    write_run(tmp_path, "a", coin(0.7, 0), seed=0, dev_acc=0.5)
+    write_run(tmp_path, "b", coin(0.7, 1)[:150], seed=1, dev_acc=0.5)
+    with pytest.raises(ValueError, match="different test examples"):
+        write_report(tmp_path, echo=False)
+
+
+def test_skips_are_grouped_by_reason_and_failures_listed(tmp_path):
+    write_run(tmp_path, "ok", coin(0.7, 0), dev_acc=0.5)
+    reasons = ["finetune trains, and k=0 gives it nothing to train on"] * 3 + ["does not depend on the split seed"]
+    for i, reason in enumerate(reasons):
+        (tmp_path / f"skip{i}" / ".hydra").mkdir(parents=True)
+        (tmp_path / f"skip{i}" / "metrics.json").write_text(json.dumps({"status": "skipped", "reason": reason}))
+    (tmp_path / "broken" / ".hydra").mkdir(parents=True)
+    (tmp_path / "broken" / "metrics.json").write_text(json.dumps({"status": "failed", "error": "RuntimeError: boom"}))
+    (tmp_path / "killed" / ".hydra").mkdir(parents=True)
+
+    lines = write_report(tmp_path, echo=False)["md"].read_text().split("## Not in the table\n\n")[1].splitlines()
+    assert lines == [
+        "- 1 run skipped: does not depend on the split seed",
+        "- 3 runs skipped: finetune trains, and k=0 gives it nothing to train on",
+        "- broken: failed — RuntimeError: boom",
+        "- killed: missing — no metrics.json (killed or still running)",
+    ]
+
+
+def test_report_md_states_selection_comparisons_and_label_budget(tmp_path):
+    lr_sweep(tmp_path)
+    write_run(tmp_path, "full", coin(0.9, 5), method="linear_probe", k=None, dev_acc=0.9)
+    md = write_report(tmp_path, echo=False)["md"].read_text()
+    for section in ("## Comparisons", "## Selection", "## Label budget"):
+        assert section in md
+    assert '"no training" first' in md and "Test labels are read only to score the selected runs" in md
+    budget = md.split("## Label budget")[1]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]]
+            for line in budget.splitlines() if line.startswith("| ")}
+    assert rows["zero"] == ["0", "0", "0"]
+    assert rows["few (k=4)"] == ["8", "8", "16"]
+    assert rows["full"] == ["500", "500", "1000"]
+
+
+def test_log_report_sends_what_report_md_shows_to_wandb(tmp_path, monkeypatch):
+    lr_sweep(tmp_path)
+    report = write_report(tmp_path, echo=False)
+    logged = {}
+
+    class Run:
+        def log(self, data):
+            logged.update(data)
+
+        def finish(self):
+            logged["finished"] = True
+
+    fake = types.SimpleNamespace(init=lambda **kw: Run(), Table=lambda dataframe: dataframe, Image=lambda path: path)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    from shotlab.tracking import log_report
+
+    log_report({"project": "p", "group": "g"}, tmp_path, report)
+    assert logged.pop("finished") and logged.pop("report/plot") == str(tmp_path / "report.png")
+    assert set(logged) == {"report/table", "report/comparisons", "report/selection"}
+    table = logged["report/table"]
+    assert {"ci_low", "ci_high", "selected"} <= set(table.columns)
+    empty = table.map(lambda v: v is pd.NA or (isinstance(v, float) and np.isnan(v)))
+    assert not empty.any().any()  # W&B tables take None, not pandas' NA or NaN, for an empty cell
+    assert len(logged["report/comparisons"]) == len(report["comparisons"]) > 0
+    assert len(logged["report/selection"]) == 1
