@@ -176,3 +176,15 @@ def test_cached_scores_equal_naive_on_smollm2():
     got = LMScorer(real, TEMPLATE, verbalizer, batch_size=2).score(TEXTS[:3], demos).scores
     want = naive_scores(real, TEXTS[:3], TEMPLATE, verbalizer, demos)
     torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-4)
+
+
+def test_texts_longer_than_max_length_are_scored_whole_with_a_note(backbone, capsys):
+    lengths = [len(backbone.tokenizer(t, add_special_tokens=False).input_ids) for t in TEXTS]
+    limit = sorted(lengths)[-2]  # only the longest text is longer
+    whole = LMScorer(backbone, TEMPLATE, VERBALIZER).score(TEXTS).scores
+    capsys.readouterr()
+    noted = LMScorer(backbone, TEMPLATE, VERBALIZER, text_tokens=limit).score(TEXTS).scores
+    torch.testing.assert_close(noted, whole)  # nothing is cut
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("shotlab:")]
+    assert notes == [f"shotlab: 1 of 5 texts are longer than max_length={limit} tokens (longest {max(lengths)}); "
+                     "prompting scores them whole"]

@@ -195,7 +195,7 @@ def test_gradient_method_at_k0_is_skipped_with_a_reason(tmp_path):
 
 def test_k_too_large_fails_before_any_model_loads(tmp_path, synthetic_csv):
     cfg = make_cfg(tmp_path, "task=csv", f"task.files.train={synthetic_csv}", "regime=few", "regime.k=500",
-                   "backbone=hf", "backbone.name_or_path=/no/such/model")
+                   "backbone=hf", "backbone.name_or_path=no-such-org/no-such-model")  # loading it would fail
     with pytest.raises(ShotlabError, match=r"k=500 per class is more than class 'bad' has"):
         run(cfg)
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import json
+import os
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -30,9 +32,24 @@ def regime_name(k: int | None) -> str:
     return {0: "zero", 1: "one"}.get(k, "few")
 
 
+def flat_dirname(dirname: str) -> str:
+    """Hydra's override_dirname as one flat folder name. A value holding a `/` (a file path, a hub
+    name) keeps only its last part, and a hash of the whole name is appended, so two runs whose
+    values differ only in their folders still get two folders; a name that would pass the file
+    system's 255-byte limit is cut the same way."""
+    if "/" not in dirname and len(dirname.encode()) <= 200:
+        return dirname  # the plain key=value,... name, as before
+    short = re.sub(r"[^,=\[\]]*/[^,=\[\]]*", lambda m: Path(m.group()).name or "_", dirname)
+    short = short.encode()[:190].decode(errors="ignore").rstrip(",")
+    return f"{short}-{hashlib.sha256(dirname.encode()).hexdigest()[:8]}"
+
+
 # Regime names follow k, so a sweep over `regime.k=0,1,4,16,null` covers every regime.
 if not OmegaConf.has_resolver("regime_name"):
     OmegaConf.register_new_resolver("regime_name", regime_name)
+# A sweep's run folders: hydra.sweep.subdir in train.yaml.
+if not OmegaConf.has_resolver("flat_dirname"):
+    OmegaConf.register_new_resolver("flat_dirname", flat_dirname)
 
 
 def check_value(key: str, value, low: float, high: float = float("inf"), integer=False, none_ok=False):
@@ -48,6 +65,21 @@ def check_value(key: str, value, low: float, high: float = float("inf"), integer
 def check_number(cfg: DictConfig, key: str, low: float, high: float = float("inf"), integer=False, none_ok=False):
     """Raise a one-line ShotlabError unless cfg[key] is a number (an int) in [low, high]."""
     check_value(key, OmegaConf.select(cfg, key), low, high, integer, none_ok)
+
+
+def looks_like_path(name: str) -> bool:
+    """A local path rather than a hub id, which is 'name' or 'namespace/name'."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+
+
+def check_folder(key: str, value, what: str) -> None:
+    """Raise a one-line ShotlabError when config key `key` names a local folder that does not exist."""
+    if isinstance(value, str) and looks_like_path(value) and not Path(value).expanduser().is_dir():
+        raise ShotlabError(f"{key}={value}: no such folder; point it at {what}")
+
+
+# Architecture sizes of backbone.random_init (n_layer, num_attention_heads, hidden_size, ...).
+_SIZE_KEY = re.compile(r"^(n_|num_)|_(size|layers|heads|positions)$")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -67,12 +99,36 @@ def check_config(cfg: DictConfig) -> None:
     check_number(cfg, "regime.min_steps", 0, integer=True)
     check_number(cfg, "epochs", 1, integer=True)
     check_number(cfg, "validations", 1, integer=True)
+    check_number(cfg, "task.test_size", 1, integer=True, none_ok=True)
+    check_number(cfg, "head.hidden", 1, integer=True, none_ok=True)
+    # Counts Lightning would take only to fail later (devices=0), or divide by (log_every_n_steps=0).
+    devices = OmegaConf.select(cfg, "trainer.devices")
+    if isinstance(devices, int) and devices != -1:  # -1 and "auto": every device there is
+        check_value("trainer.devices", devices, 1, integer=True)
+    check_number(cfg, "trainer.num_nodes", 1, integer=True, none_ok=True)
+    check_number(cfg, "trainer.log_every_n_steps", 1, integer=True, none_ok=True)
+    check_number(cfg, "trainer.accumulate_grad_batches", 1, integer=True, none_ok=True)
+    check_number(cfg, "trainer.gradient_clip_val", 0, none_ok=True)
+    for key, value in (cfg.backbone.get("random_init") or {}).items():
+        if _SIZE_KEY.search(key) and value is not None:  # None: the architecture's default (GPT-2's n_inner)
+            check_value(f"backbone.random_init.{key}", value, 1, integer=True)
     if cfg.optimizer.lr == 0:
         raise ShotlabError("optimizer.lr must be > 0")
     if cfg.backbone.pooling not in ("last", "mean"):
         raise ShotlabError(f"backbone.pooling must be 'last' or 'mean', got {cfg.backbone.pooling!r}")
     if not cfg.backbone.name_or_path and not cfg.backbone.random_init:
         raise ShotlabError("set backbone.name_or_path (a hub name or folder) or backbone.random_init")
+
+
+def check_paths(cfg: DictConfig) -> None:
+    """Raise a one-line ShotlabError for a local folder the config names that is not there. Apart
+    from check_config: a config may name a folder an earlier step makes (pretraining_ablation)."""
+    # A missing path would otherwise reach the hub as a malformed repo id.
+    check_folder("backbone.name_or_path", cfg.backbone.name_or_path, "a model folder, or give a hub name such as gpt2")
+    check_folder("backbone.tokenizer", cfg.backbone.get("tokenizer"), "a tokenizer folder, or give a hub name such as gpt2")
+    init_from = cfg.backbone.get("init_from")
+    if init_from and not Path(init_from).expanduser().is_dir():
+        raise ShotlabError(f"backbone.init_from={init_from}: no such folder; point it at a finetune run folder")
 
 
 def identity(cfg: DictConfig) -> dict:

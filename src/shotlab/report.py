@@ -446,7 +446,8 @@ class ReportCallback(Callback):
         from omegaconf import OmegaConf
 
         report = write_report(config.hydra.sweep.dir)
-        logger = OmegaConf.to_container(config.get("logger") or {}, resolve=False)
+        logger = config.get("logger")  # logger=none leaves it empty
+        logger = OmegaConf.to_container(logger, resolve=False) if logger else {}
         if str(logger.get("_target_", "")).endswith("WandbLogger"):
             from shotlab.tracking import log_report
 

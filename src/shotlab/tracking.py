@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import netrc
 import os
 import resource
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -25,6 +27,19 @@ def peak_memory_mb() -> float:
                 return int(line.split()[1]) / 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
     return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
+def quiet_lightning() -> None:
+    """Lightning's notes on every job of a sweep (GPU/TPU available, the litlogger tip, the srun hint,
+    which checkpoint predict(ckpt_path="best") loads: ModelCheckpoint's, ResumeOnSlurm never has
+    one) and torch's LeafSpec deprecation raised inside Lightning tell a user nothing to act on.
+    Progress bars, other warnings and errors stay."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.fabric.utilities.distributed", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in ("The `srun` command is available", r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                    r"`\.predict\(ckpt_path=\"best\"\)` is called with Trainer configured with multiple"):
+        warnings.filterwarnings("ignore", message=message)
 
 
 def ensure_wandb_mode() -> str:

@@ -8,6 +8,7 @@ model loads) build the backbone -> method.run() -> metrics.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -17,15 +18,10 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from shotlab import ShotlabError
-from shotlab.config import build_method, check_config, config_hash
+from shotlab.config import build_method, check_config, check_paths, config_hash
 from shotlab.data.sampling import draw_sample
 from shotlab.data.tasks import load_task
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+from shotlab.runfolder import fail, make_folder, write_json, writes
 
 
 def _identity(cfg: DictConfig, method) -> dict:
@@ -36,17 +32,18 @@ def _identity(cfg: DictConfig, method) -> dict:
     }
 
 
-def _skip_reason(cfg: DictConfig, method) -> str | None:
-    """Why a (method, regime, seed) cell of a sweep is not worth running, or None."""
+def _skip_reason(cfg: DictConfig, method) -> tuple[str, str] | None:
+    """Why a (method, regime, seed) cell of a sweep is not worth running and what to run instead,
+    or None. A sweep records the cell as skipped; a single run fails with both (main)."""
     k = cfg.regime.k
-    reason = method.skip_reason(k)
-    if reason:
-        return reason
+    if skip := method.skip_reason(k):
+        return skip
     full_methods = cfg.get("full_methods")
     if k is None and full_methods is not None and method.name not in full_methods:
-        return f"full data runs only for full_methods={list(full_methods)} here (too slow for this sweep)"
+        return (f"full data runs only for full_methods={list(full_methods)} here (too slow for this sweep)",
+                f"add {method.name} to full_methods, or set full_methods=null")
     if k in (None, 0) and cfg.seed != 0:  # nothing is sampled: every split seed gives the same run
-        return "does not depend on the split seed; run once, as seed=0"
+        return "does not depend on the split seed; run once, as seed=0", "the same run is seed=0"
     return None
 
 
@@ -63,10 +60,10 @@ def _overrides() -> dict[str, str]:
 def run(cfg: DictConfig) -> dict:
     """Do one run and return what it writes to metrics.json."""
     check_config(cfg)
+    check_paths(cfg)
     method = build_method(cfg.method)
     method.check(cfg)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(Path(cfg.output_dir), "output_dir")
     metrics_file = out / "metrics.json"
     record = _identity(cfg, method)
     if metrics_file.exists() and not cfg.get("force", False):
@@ -74,10 +71,10 @@ def run(cfg: DictConfig) -> dict:
         if previous.get("config_hash") == record["config_hash"] and previous.get("status") in ("ok", "skipped"):
             return previous
 
-    reason = _skip_reason(cfg, method)
-    if reason:
-        result = {**record, "status": "skipped", "reason": reason}
-        _write_json(metrics_file, result)
+    skip = _skip_reason(cfg, method)
+    if skip:
+        result = {**record, "status": "skipped", "reason": skip[0], "instead": skip[1]}
+        write_json(metrics_file, result)
         return result
 
     from shotlab.tracking import finish_logger, make_logger, peak_memory_mb, reset_peak_memory
@@ -85,9 +82,9 @@ def run(cfg: DictConfig) -> dict:
     reset_peak_memory()
     task = load_task(OmegaConf.to_container(cfg.task, resolve=True))
     sample = draw_sample(task, cfg.regime.k, cfg.seed, cfg.regime.per_class)
-    if cfg.get("force", False) and (out / "checkpoints").exists():
+    if cfg.get("force", False) and writes() and (out / "checkpoints").exists():
         shutil.rmtree(out / "checkpoints")  # +force=true redoes the run from scratch
-    _write_json(out / "split.json", sample.record())
+    write_json(out / "split.json", sample.record())
 
     # Everything a user can get wrong has been checked; only now do torch and the model load.
     from lightning.fabric.utilities.seed import seed_everything
@@ -104,7 +101,8 @@ def run(cfg: DictConfig) -> dict:
     logger = make_logger(cfg.get("logger"))
     outcome = method.run(Job(cfg, sample, backbone, out, logger))
     rows = prediction_rows({"test": sample.test, "dev": sample.dev}, outcome.scores)
-    write_predictions(out / "predictions.jsonl", rows)
+    if writes():
+        write_predictions(out / "predictions.jsonl", rows)
     num_dev = len(sample.dev) if sample.dev is not None else 0
     result = {**record, "status": "ok", **test_metrics(outcome.scores["test"], task.test.labels, task.num_classes),
               "dev_acc": accuracy(outcome.scores["dev"], sample.dev.labels) if num_dev else None,
@@ -112,7 +110,7 @@ def run(cfg: DictConfig) -> dict:
               "label_budget": len(sample.train) + num_dev,
               "chance": max(task.test.class_counts(task.num_classes)) / len(task.test),
               "label_names": list(task.label_names), "peak_memory_mb": peak_memory_mb()}
-    _write_json(metrics_file, result)
+    write_json(metrics_file, result)
     finish_logger(logger, record, result, rows)
     return result
 
@@ -122,21 +120,26 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from shotlab.tracking import quiet_lightning
+
+    quiet_lightning()
+    single = HydraConfig.get().mode != RunMode.MULTIRUN
     try:
         result = run(cfg)
     except Exception as err:
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
+        if single:
             if isinstance(err, ShotlabError):
-                print(f"shotlab: error: {err}", file=sys.stderr)
-                sys.exit(2)
+                fail(err)
             raise
         # In a sweep one failed run must not stop the others; the report lists it.
         print(f"shotlab: run failed: {type(err).__name__}: {err}", file=sys.stderr)
-        out = Path(cfg.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
         error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        _write_json(out / "metrics.json", {"status": "failed", "error": error})
+        with contextlib.suppress(ShotlabError):  # a run folder that cannot be created: the error is printed only
+            out = make_folder(Path(cfg.output_dir), "output_dir")
+            write_json(out / "metrics.json", {"status": "failed", "error": error})
         return None
+    if single and result["status"] == "skipped":  # a sweep records the skip; one run asked for must run
+        fail(ShotlabError(f"nothing to run: {result['reason']}; {result.get('instead', 'see metrics.json')}"))
     return result.get("test_acc")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bz2
 import io
+import json
 import tarfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -132,11 +133,32 @@ def _read_file(path: str, cfg: Mapping, fmt: str) -> list[tuple[str, str, str]]:
     file = Path(path).expanduser()
     if not file.is_file():
         raise ShotlabError(f"task {cfg['name']}: data file {file} does not exist")
+    if fmt == "jsonl":
+        return _rows_from_columns(pd.DataFrame.from_records(_read_jsonl(file, cfg["name"])), cfg, str(file))
     try:
-        frame = pd.read_csv(file) if fmt == "csv" else pd.read_json(file, lines=True)
-    except ValueError as err:
-        raise ShotlabError(f"task {cfg['name']}: cannot read {file} as {fmt}: {err}") from None
+        frame = pd.read_csv(file)
+    except ValueError as err:  # pandas names the line of a malformed row
+        raise ShotlabError(f"task {cfg['name']}: cannot read {file} as csv: {str(err).strip().splitlines()[0]}") from None
     return _rows_from_columns(frame, cfg, str(file))
+
+
+def _read_jsonl(file: Path, name: str) -> list[dict]:
+    """One JSON object per line (blank lines skipped); a bad line is named by its number, which
+    pandas' read_json does not say."""
+    records = []
+    with file.open("rb") as lines:  # bytes: a line that is not UTF-8 is named by its number too
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as err:  # JSONDecodeError, or UnicodeDecodeError
+                why = err.msg if isinstance(err, json.JSONDecodeError) else "not UTF-8 text"
+                raise ShotlabError(f"task {name}: {file} line {number} is not valid JSON ({why}); fix or remove it") from None
+            if not isinstance(record, dict):
+                raise ShotlabError(f"task {name}: {file} line {number} is not a JSON object; each line must be one")
+            records.append(record)
+    return records
 
 
 def _rows_from_columns(frame, cfg: Mapping, where: str) -> list[tuple[str, str, str]]:

@@ -55,12 +55,15 @@ class Method:
     def check(self, cfg) -> None:
         """Raise a one-line ShotlabError for a run config this method cannot use (before any model loads)."""
 
-    def skip_reason(self, k: int | None) -> str | None:
-        """Why a cell with this k is not worth running, or None."""
+    def skip_reason(self, k: int | None) -> tuple[str, str] | None:
+        """Why a cell with this k is not worth running and what to run instead, or None."""
         if k == 0 and not self.runs_at_zero:
-            return f"{self.name} trains, and k=0 gives it nothing to train on"
+            return (f"{self.name} trains, and k=0 gives it nothing to train on",
+                    f"zero-shot needs a method that uses no labels (e.g. method=prompt), or give {self.name} "
+                    "labels: regime=one, or regime=few regime.k=16")
         if k is None and not self.runs_on_full:
-            return f"{self.name} puts its examples in the context; all of them do not fit (use a few-shot k)"
+            return (f"{self.name} puts its examples in the context; all of them do not fit (use a few-shot k)",
+                    "run it few-shot instead, e.g. regime=few regime.k=16")
         return None
 
     def run(self, job: Job) -> Outcome:

@@ -28,7 +28,7 @@ class Prompt(Method):
         sample, task = job.sample, job.sample.task
         demos = demonstrations(sample.train.texts, sample.train.labels, task.template, task.verbalizer, seed=sample.seed)
         scorer = LMScorer(job.backbone, task.template, task.verbalizer, token_reduce=self.token_reduce,
-                          batch_size=job.cfg.eval_batch_size)
+                          batch_size=job.cfg.eval_batch_size, text_tokens=job.cfg.max_length)
         t0 = time.perf_counter()
         test = scorer.score(sample.test.texts, demos, calibrate=self.calibrate)
         scores = {"test": test.scores}

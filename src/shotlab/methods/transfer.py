@@ -68,6 +68,7 @@ class Transfer(Method):
     def run(self, job: Job) -> Outcome:
         from hydra.utils import instantiate
         from lightning.pytorch.callbacks import ModelCheckpoint
+        from lightning.pytorch.plugins import MixedPrecision
 
         from shotlab.data.datamodule import ShotDataModule
         from shotlab.models.classifier import TransferClassifier
@@ -78,13 +79,6 @@ class Transfer(Method):
         data = ShotDataModule(sample, job.backbone.tokenizer, max_length=cfg.max_length, batch_size=cfg.batch_size,
                               eval_batch_size=cfg.eval_batch_size, template=self.template(job),
                               encoder=self.encoder(job), shuffle_seed=cfg.train_seed)
-        model = TransferClassifier(
-            job.backbone, self.head(job), sample.task.num_classes,
-            optimizer=instantiate(cfg.optimizer.optim), lr=cfg.optimizer.lr,
-            weight_decay=cfg.optimizer.weight_decay, warmup_fraction=cfg.optimizer.warmup_fraction,
-            trains=self.trains, backbone_lr_scale=self.backbone_lr_scale,
-            layer_decay=self.layer_decay, lm_loss_weight=self.lm_loss_weight,
-        )
         has_dev = sample.dev is not None and len(sample.dev) > 0
         checkpoint = ModelCheckpoint(
             dirpath=out / "checkpoints", monitor="val/acc" if has_dev else None, mode="max", save_top_k=1,
@@ -97,6 +91,17 @@ class Transfer(Method):
             cfg.trainer, max_steps=steps, max_epochs=-1, callbacks=[checkpoint, ResumeOnSlurm()], logger=job.logger,
             default_root_dir=str(out), num_sanity_val_steps=0, check_val_every_n_epoch=None,
             val_check_interval=math.ceil(steps / cfg.validations),
+        )
+        # Lightning clips gradients itself, and under mixed precision refuses an optimizer that
+        # unscales them inside its step (a fused one): there the optimizer runs unfused.
+        unfused = (isinstance(trainer.precision_plugin, MixedPrecision) and trainer.gradient_clip_val
+                   and cfg.optimizer.optim.get("fused"))
+        model = TransferClassifier(
+            job.backbone, self.head(job), sample.task.num_classes,
+            optimizer=instantiate(cfg.optimizer.optim, **({"fused": False} if unfused else {})), lr=cfg.optimizer.lr,
+            weight_decay=cfg.optimizer.weight_decay, warmup_fraction=cfg.optimizer.warmup_fraction,
+            trains=self.trains, backbone_lr_scale=self.backbone_lr_scale,
+            layer_decay=self.layer_decay, lm_loss_weight=self.lm_loss_weight,
         )
         t0 = time.perf_counter()
         data.setup()
@@ -122,13 +127,24 @@ class Transfer(Method):
 
 
 def _predict(trainer, model, loader, ckpt_path, n: int) -> torch.Tensor:
-    """(n, C) class logits in the split's order (the loader batches similar lengths together)."""
+    """(n, C) class logits in the split's order (the loader batches similar lengths together).
+    Under DDP each process predicts its share of the split (Lightning's distributed sampler, which
+    may hand an example to two processes to even the shares out): every process gathers all the
+    shares, and each example keeps its first prediction."""
     batches = trainer.predict(model, dataloaders=loader, ckpt_path=ckpt_path)
+    if trainer.world_size > 1 and torch.distributed.is_initialized():
+        shares = [None] * trainer.world_size
+        torch.distributed.all_gather_object(shares, batches)
+        batches = [b for share in shares for b in share]
     index = torch.cat([b["index"] for b in batches])
-    logits = torch.cat([b["logits"] for b in batches])
-    out = torch.empty(n, logits.shape[1])
-    out[index] = logits.float()
-    return out
+    logits = torch.cat([b["logits"] for b in batches]).float()
+    order = torch.argsort(index, stable=True)
+    index, logits = index[order], logits[order]
+    first = torch.ones_like(index, dtype=torch.bool)
+    first[1:] = index[1:] != index[:-1]
+    if not torch.equal(index[first], torch.arange(n)):
+        raise RuntimeError(f"predictions cover {int(first.sum())} of the split's {n} examples")
+    return logits[first]
 
 
 class Finetune(Transfer):

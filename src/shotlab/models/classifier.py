@@ -8,6 +8,7 @@ place, `set_trainable`.
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -57,7 +58,22 @@ def load_backbone_weights(backbone: Backbone, run_dir: str) -> None:
     ckpts = sorted(Path(run_dir).glob("checkpoints/*.ckpt"))
     if not ckpts:
         raise ShotlabError(f"backbone.init_from={run_dir} has no checkpoints/*.ckpt; point it at a finetune run folder")
-    state = torch.load(ckpts[0], map_location="cpu", weights_only=False)["state_dict"]
+    # weights_only: the unpickler builds tensors and plain containers only, so a file from
+    # elsewhere cannot run code as it loads. A Lightning checkpoint holds nothing else.
+    try:
+        ckpt = torch.load(ckpts[0], map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"WeightsUnpickler error: ([^\n.]*)", str(err))
+        raise ShotlabError(
+            f"backbone.init_from={run_dir}: {ckpts[0]} holds more than weights and plain values "
+            f"({found.group(1) if found else 'objects'}), so it is not loaded; use a shotlab finetune run folder"
+        ) from None
+    except (RuntimeError, EOFError) as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise ShotlabError(f"backbone.init_from={run_dir}: cannot read {ckpts[0]} as a checkpoint ({first})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ShotlabError(f"backbone.init_from={run_dir}: {ckpts[0]} is not a Lightning checkpoint (no state_dict)")
+    state = ckpt["state_dict"]
     weights = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     missing, unexpected = backbone.load_state_dict(weights, strict=False)
     if missing or unexpected:
@@ -129,14 +145,17 @@ class TransferClassifier(L.LightningModule):
     def _step(self, batch: dict, stage: str) -> torch.Tensor:
         logits, hidden = self(batch)
         loss = F.cross_entropy(logits, batch["labels"])
-        self.log(f"{stage}/cls_loss", loss, prog_bar=False, batch_size=len(logits))
+        # val/test losses are epoch means: under DDP, over every process's batches (sync_dist);
+        # train logs per step, and the torchmetrics metrics sync themselves.
+        sync = stage != "train"
+        self.log(f"{stage}/cls_loss", loss, prog_bar=False, batch_size=len(logits), sync_dist=sync)
         if stage == "train" and self.lm_loss_weight > 0 and hidden is not None:
             lm_loss = self.backbone.lm_loss(hidden, batch["input_ids"], batch["attention_mask"])
             self.log("train/lm_loss", lm_loss, batch_size=len(logits))
             loss = loss + self.lm_loss_weight * lm_loss
         metrics = self.metrics[f"{stage}_"]
         metrics.update(logits.detach(), batch["labels"])
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "train", batch_size=len(logits))
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "train", batch_size=len(logits), sync_dist=sync)
         self.log_dict(metrics, prog_bar=stage != "train", batch_size=len(logits))
         if stage == "test":
             self.confusion.update(logits.detach(), batch["labels"])

@@ -17,6 +17,7 @@ leading-space token ("Review:" + " great", not "Review: " + "great").
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -81,16 +82,19 @@ class LMScorer:
     longest test prompt and the longest label word need more than `max_length` tokens (default:
     the backbone's context), whole demonstrations are dropped from the front (the first shown)
     until it fits. A test text is never truncated: if it does not fit even with no
-    demonstrations, a ShotlabError names the limit.
+    demonstrations, a ShotlabError names the limit. Texts longer than `text_tokens` (the run's
+    `max_length`, where the gradient methods cut them) are scored whole too, and `score` says
+    how many there are and how long the longest is, in one line.
     """
 
     def __init__(self, backbone, template: str, verbalizer, token_reduce: str = "sum",
-                 batch_size: int = 16, max_length: int | None = None):
+                 batch_size: int = 16, max_length: int | None = None, text_tokens: int | None = None):
         if token_reduce not in ("sum", "mean"):
             raise ShotlabError(f"token_reduce must be 'sum' or 'mean', got {token_reduce!r}")
         self.backbone, self.template, self.token_reduce = backbone, template, token_reduce
         self.batch_size = batch_size
         self.max_length = max_length or backbone.max_positions
+        self.text_tokens = text_tokens
         self.word_ids, self.word_label = verbalizer_words(backbone.tokenizer, verbalizer)
         self.num_classes = len(verbalizer)
 
@@ -115,6 +119,13 @@ class LMScorer:
     def score(self, texts: Sequence[str], demos: Sequence[str] = (), calibrate: bool = False) -> LabelScores:
         """Label scores of `texts` after the `demos` (formatted demonstrations; none = zero-shot)."""
         tok = self.backbone.tokenizer
+        if self.text_tokens and texts:  # a note, not an error: prompting reads the whole text by design
+            # (one more pass of the Rust tokenizer: the note counts tokens as max_length does elsewhere)
+            lengths = [len(ids) for ids in tok(list(texts), add_special_tokens=False).input_ids]
+            longer = [n for n in lengths if n > self.text_tokens]
+            if longer:
+                print(f"shotlab: {len(longer)} of {len(lengths)} texts are longer than max_length={self.text_tokens} "
+                      f"tokens (longest {max(longer)}); prompting scores them whole", file=sys.stderr)
         texts = list(texts) + (list(CONTENT_FREE) if calibrate else [])
         rests = [tok(split_prompt(self.template, t)[1], add_special_tokens=False).input_ids for t in texts]
         shared, kept = self.fit_prefix(list(demos), [len(r) for r in rests])
