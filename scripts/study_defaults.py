@@ -31,8 +31,12 @@ def dev_table(sweep_dir: Path) -> pd.DataFrame:
                      "dev_acc_start": m.get("dev_acc_start"), **setting})
     runs = pd.DataFrame(rows)
     keys = [c for c in runs.columns if c not in ("method", "k", "seed", "dev_acc", "dev_acc_start")]
-    varying = [c for c in keys if runs[c].nunique(dropna=False) > 1]
-    runs["candidate"] = runs[varying].astype(str).agg(" ".join, axis=1) if varying else "(one)"
+
+    def candidate(part: pd.DataFrame) -> pd.Series:  # the keys this method's runs vary, as key=value
+        varying = [c for c in keys if part[c].nunique(dropna=False) > 1]
+        return part[varying].fillna("-").apply(lambda r: " ".join(f"{c}={r[c]}" for c in varying) or "(one)", axis=1)
+
+    runs["candidate"] = pd.concat([candidate(part) for _, part in runs.groupby("method")])
     per_k = runs.pivot_table(index=["method", "candidate"], columns="k", values="dev_acc", aggfunc="mean")
     per_k.columns = [f"dev k={k}" for k in per_k.columns]
     overall = runs.groupby(["method", "candidate"]).dev_acc.agg(["mean", "std", "size"])

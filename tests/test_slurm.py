@@ -84,7 +84,7 @@ def test_time_limit_requeues_and_resumes_to_the_uninterrupted_result(slurm_env, 
     assert states[0] == "REQUEUED", states
     log = "".join(p.read_text() for p in (tmp_path / "cut" / ".submitit").glob("*/*_log.err"))
     assert "this job is timed-out" in log  # submitit's handler ran (after the epoch-end save)
-    assert "Restoring states from the checkpoint path at" in log and "hpc_ckpt_1.ckpt" in log  # resumed
+    assert "shotlab: resuming from" in log and "hpc_ckpt_1.ckpt" in log  # resumed
     run_dir = next((tmp_path / "cut").glob("*/metrics.json")).parent
     assert not list(run_dir.glob("hpc_ckpt_*.ckpt"))
     a, b = (pd.read_csv(tmp_path / d / "report.csv") for d in ("ref", "cut"))

@@ -17,6 +17,8 @@ from torchmetrics.functional.classification import (
     multiclass_f1_score,
 )
 
+from shotlab.runfolder import writes
+
 
 def test_metrics(scores: torch.Tensor, labels, num_classes: int) -> dict:
     """Accuracy, macro-F1 and the confusion matrix of (N, C) label scores (prediction: argmax)."""
@@ -33,19 +35,30 @@ def accuracy(scores: torch.Tensor, labels) -> float:
     return (scores.argmax(-1) == torch.as_tensor(labels)).float().mean().item()
 
 
-def prediction_rows(splits: dict, scores: dict[str, torch.Tensor]) -> list[dict]:
-    """One row per example of each scored split: {"split", "id", "label", "prediction", "scores"}."""
+def sample_metrics(sample, scores: dict[str, torch.Tensor]) -> dict:
+    """What metrics.json says of a run's scores: test accuracy, macro-F1 and confusion, dev accuracy
+    (None without a dev sample), the label budget (training + dev labels) and the test split's chance."""
+    test, dev, classes = sample.test, sample.dev, sample.task.num_classes
+    num_dev = len(dev) if dev is not None else 0
+    return {**test_metrics(scores["test"], test.labels, classes),
+            "dev_acc": accuracy(scores["dev"], dev.labels) if num_dev else None,
+            "num_train": len(sample.train), "num_dev": num_dev, "num_test": len(test),
+            "label_budget": len(sample.train) + num_dev, "chance": max(test.class_counts(classes)) / len(test),
+            "label_names": list(sample.task.label_names)}
+
+
+def write_predictions(path: Path, sample, scores: dict[str, torch.Tensor]) -> list[dict]:
+    """Write predictions.jsonl (test rows, then dev rows; only the writing process of a DDP run)
+    and return its rows."""
     rows = []
-    for name, split in splits.items():
+    for name, split in (("test", sample.test), ("dev", sample.dev)):
         if name not in scores:
             continue
         predicted = scores[name].argmax(-1).tolist()
         for rid, label, pred, row in zip(split.ids, split.labels.tolist(), predicted, scores[name].tolist()):
             rows.append({"split": name, "id": rid, "label": label, "prediction": pred, "scores": [round(s, 6) for s in row]})
+    if writes():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(path)
     return rows
-
-
-def write_predictions(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)

@@ -37,8 +37,10 @@ def quiet_lightning() -> None:
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
                  "lightning.fabric.utilities.distributed", "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # A k-shot sample is one or two batches: fewer than log_every_n_steps, by design.
     for message in ("The `srun` command is available", r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                    r"`\.predict\(ckpt_path=\"best\"\)` is called with Trainer configured with multiple"):
+                    r"`\.predict\(ckpt_path=\"best\"\)` is called with Trainer configured with multiple",
+                    r"The number of training batches \(\d+\) is smaller than the logging interval"):
         warnings.filterwarnings("ignore", message=message)
 
 

@@ -92,7 +92,7 @@ def run(cfg: DictConfig) -> dict:
     from shotlab.methods.base import Job
     from shotlab.models.backbone import build_backbone
     from shotlab.models.classifier import load_backbone_weights
-    from shotlab.predictions import accuracy, prediction_rows, test_metrics, write_predictions
+    from shotlab.predictions import sample_metrics, write_predictions
 
     seed_everything(cfg.train_seed, workers=True, verbose=False)
     backbone = build_backbone(OmegaConf.to_container(cfg.backbone, resolve=True))
@@ -100,16 +100,9 @@ def run(cfg: DictConfig) -> dict:
         load_backbone_weights(backbone, cfg.backbone.init_from)
     logger = make_logger(cfg.get("logger"))
     outcome = method.run(Job(cfg, sample, backbone, out, logger))
-    rows = prediction_rows({"test": sample.test, "dev": sample.dev}, outcome.scores)
-    if writes():
-        write_predictions(out / "predictions.jsonl", rows)
-    num_dev = len(sample.dev) if sample.dev is not None else 0
-    result = {**record, "status": "ok", **test_metrics(outcome.scores["test"], task.test.labels, task.num_classes),
-              "dev_acc": accuracy(outcome.scores["dev"], sample.dev.labels) if num_dev else None,
-              **outcome.extra, "num_train": len(sample.train), "num_dev": num_dev, "num_test": len(task.test),
-              "label_budget": len(sample.train) + num_dev,
-              "chance": max(task.test.class_counts(task.num_classes)) / len(task.test),
-              "label_names": list(task.label_names), "peak_memory_mb": peak_memory_mb()}
+    rows = write_predictions(out / "predictions.jsonl", sample, outcome.scores)
+    result = {**record, "status": "ok", **sample_metrics(sample, outcome.scores), **outcome.extra,
+              "peak_memory_mb": peak_memory_mb()}
     write_json(metrics_file, result)
     finish_logger(logger, record, result, rows)
     return result

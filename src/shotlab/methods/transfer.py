@@ -14,6 +14,7 @@ training (`dev_acc_start`), so the report can choose "no training" on the dev sa
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import torch
@@ -30,6 +31,7 @@ class Transfer(Method):
     """A new head on the pooled state of the (raw) text; `trains` says which weights learn."""
 
     runs_at_zero = False
+    starts_zero_shot = False  # True: the head starts as the zero-shot classifier (see dev_acc_start)
 
     def __init__(self, name: str, trains: str = "all", lm_loss_weight: float = 0.0, backbone_lr_scale: float = 1.0,
                  layer_decay: float = 1.0, min_steps: int = 0):
@@ -60,8 +62,6 @@ class Transfer(Method):
 
     def prepare(self, backbone) -> None:
         """Change the backbone before training (e.g. add adapters)."""
-
-    starts_zero_shot = False  # True: the head starts as the zero-shot classifier (see dev_acc_start)
 
     # --- the one training path ----------------------------------------------------------
 
@@ -112,6 +112,8 @@ class Transfer(Method):
         trained = len(sample.train) > 0  # k=0 (a zero-shot head): nothing trains
         if trained:
             resume = hpc_checkpoints(out)  # a requeued SLURM job goes on from where it stopped
+            if resume:
+                print(f"shotlab: resuming from {resume[-1]}", file=sys.stderr)
             trainer.fit(model, datamodule=data, ckpt_path=resume[-1] if resume else cfg.ckpt_path)
         for done in hpc_checkpoints(out):  # on SLURM, predict(ckpt_path=None) would load the newest
             done.unlink()

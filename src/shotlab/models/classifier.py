@@ -18,11 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-)
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from shotlab import ShotlabError
 from shotlab.models.backbone import Backbone
@@ -120,7 +116,6 @@ class TransferClassifier(L.LightningModule):
                 for stage in STAGES
             }
         )
-        self.confusion = MulticlassConfusionMatrix(num_classes)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.trains != "all":  # frozen weights are rebuilt from the backbone config
@@ -157,8 +152,6 @@ class TransferClassifier(L.LightningModule):
         metrics.update(logits.detach(), batch["labels"])
         self.log(f"{stage}/loss", loss, prog_bar=stage == "train", batch_size=len(logits), sync_dist=sync)
         self.log_dict(metrics, prog_bar=stage != "train", batch_size=len(logits))
-        if stage == "test":
-            self.confusion.update(logits.detach(), batch["labels"])
         return loss
 
     def training_step(self, batch, batch_idx):

@@ -1,1 +1,0 @@
-"""Downstream data: tasks, k-shot sampling, prompt formatting and the DataModule."""

@@ -1,1 +1,0 @@
-"""Backbones, heads, the transfer classifier and the LM scorer (torch + transformers only)."""
