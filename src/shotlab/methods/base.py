@@ -38,9 +38,8 @@ class Outcome:
 
 
 class Method:
-    """Base class: a named method that does not train (`trains = "none"`)."""
+    """Base class: a named method; by default it runs at every k."""
 
-    trains = "none"
     runs_at_zero = True  # False: k=0 leaves it nothing to do (a new head would stay random)
     runs_on_full = True  # False: all training examples do not fit how it uses them
 
