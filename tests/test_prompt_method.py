@@ -108,3 +108,15 @@ def test_prompt_probe_learns_from_its_zero_shot_start(tmp_path, monkeypatch):
     trained = torch.load(result["best_checkpoint"], weights_only=False)["state_dict"]["head.proj.weight"]
     assert not torch.allclose(trained, rows) and torch.allclose(trained, rows, atol=0.5)
     assert not any(k.startswith("backbone.") for k in torch.load(result["best_checkpoint"], weights_only=False)["state_dict"])
+
+
+@pytest.mark.parametrize("method", ["prompt_probe", "prompt_finetune", "linear_probe"])
+def test_prompt_methods_refuse_mean_pooling_before_any_model_loads(tmp_path, method):
+    from shotlab import ShotlabError
+
+    with pytest.raises(ShotlabError, match="pools the prompt's last token; set backbone.pooling=last"):
+        run(make_cfg(tmp_path, f"method={method}", "backbone.pooling=mean", "regime.k=2"))
+    assert not (tmp_path / "split.json").exists()
+    # the raw-text probe may pool the mean
+    assert run(make_cfg(tmp_path / "raw", "method=linear_probe", "method.prompt=false", "backbone.pooling=mean",
+                        "regime.k=2", "method.min_steps=2", "regime.min_steps=2"))["status"] == "ok"

@@ -30,9 +30,11 @@ class Prompt(Method):
         scorer = LMScorer(job.backbone, task.template, task.verbalizer, token_reduce=self.token_reduce,
                           batch_size=job.cfg.eval_batch_size, text_tokens=job.cfg.max_length)
         t0 = time.perf_counter()
-        test = scorer.score(sample.test.texts, demos, calibrate=self.calibrate)
-        scores = {"test": test.scores}
-        if sample.dev is not None:
-            scores["dev"] = scorer.score(sample.dev.texts, demos, calibrate=self.calibrate).scores
+        # Test and dev in one call: one demonstration prefix (and its KV cache) and one calibration
+        # serve both, so the dev sample scores exactly the classifier the test set sees.
+        dev = sample.dev.texts if sample.dev is not None else []
+        scored = scorer.score(list(sample.test.texts) + list(dev), demos, calibrate=self.calibrate)
+        n = len(sample.test)
+        scores = {"test": scored.scores[:n], **({"dev": scored.scores[n:]} if dev else {})}
         return Outcome(scores, {"train_seconds": 0.0, "eval_seconds": time.perf_counter() - t0,
-                                "num_demonstrations": test.num_demonstrations})
+                                "num_demonstrations": scored.num_demonstrations})

@@ -32,6 +32,7 @@ class Transfer(Method):
 
     runs_at_zero = False
     starts_zero_shot = False  # True: the head starts as the zero-shot classifier (see dev_acc_start)
+    reads_prompt = False  # True: texts are formatted with the task's template, pooled at its last token
 
     def __init__(self, name: str, trains: str = "all", lm_loss_weight: float = 0.0, backbone_lr_scale: float = 1.0,
                  layer_decay: float = 1.0, min_steps: int = 0):
@@ -47,9 +48,13 @@ class Transfer(Method):
 
     # --- what a subclass changes --------------------------------------------------------
 
+    def check(self, cfg) -> None:
+        if self.reads_prompt and cfg.backbone.pooling != "last":
+            raise ShotlabError(f"{self.name} pools the prompt's last token; set backbone.pooling=last")
+
     def template(self, job: Job) -> str | None:
         """The prompt template the texts are formatted with, or None for the raw text."""
-        return None
+        return job.sample.task.template if self.reads_prompt else None
 
     def head(self, job: Job) -> torch.nn.Module:
         from hydra.utils import instantiate
@@ -162,14 +167,7 @@ class LinearProbe(Transfer):
         if trains != "head":
             raise ShotlabError(f"method.trains must be 'head' for {name}, got {trains!r}")
         super().__init__(name, trains, **kw)
-        self.prompt = prompt
-
-    def check(self, cfg) -> None:
-        if self.prompt and cfg.backbone.pooling != "last":
-            raise ShotlabError(f"{self.name} pools the prompt's last token; set backbone.pooling=last")
-
-    def template(self, job: Job) -> str | None:
-        return job.sample.task.template if self.prompt else None
+        self.reads_prompt = prompt
 
     def encoder(self, job: Job):
         from shotlab.models.features import FeatureCache
@@ -216,13 +214,7 @@ class PromptFinetune(Transfer):
 
     runs_at_zero = True
     starts_zero_shot = True
-
-    def check(self, cfg) -> None:
-        if cfg.backbone.pooling != "last":
-            raise ShotlabError(f"{self.name} pools the prompt's last token; set backbone.pooling=last")
-
-    def template(self, job: Job) -> str:
-        return job.sample.task.template
+    reads_prompt = True
 
     def head(self, job: Job) -> torch.nn.Module:
         from shotlab.models.heads import VerbalizerHead
