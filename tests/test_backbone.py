@@ -8,6 +8,7 @@ from torch.testing import assert_close
 
 from shotlab import ShotlabError
 from shotlab.models.backbone import build_backbone, last_token_index
+from tests.conftest import tiny
 
 TEXTS = ["A gorgeous, witty film.", "Dull.", "The plot meanders for two hours and never lands anywhere at all."]
 
@@ -118,3 +119,46 @@ def test_smollm2_prefers_real_text_to_shuffled_tokens():
 
     real, shuffled = real_vs_shuffled(n=8)
     assert real > shuffled + 1.0  # mean log-likelihood per token, nats
+
+
+def test_mixed_lengths_run_packed_with_the_same_states_and_gradients():
+    from shotlab.models.backbone import plan_packing
+
+    b = tiny().eval()  # eval: no dropout, so both layouts compute the same function
+    batch, mask, ids = pad(b.tokenizer, TEXTS, "right")
+    packing = plan_packing(mask)
+    assert packing is not None and packing.rows == 2  # the two short texts share a row
+    assert int((packing.segment >= 0).sum()) == int(mask.sum())
+
+    def loss_and_grads(positions):
+        b.zero_grad()
+        hidden, _ = b.states(batch, mask, position_ids=positions)
+        loss = b.pool(hidden, mask).square().sum() + b.lm_loss(hidden, batch, mask)
+        loss.backward()
+        return hidden * mask[..., None], {n: p.grad.clone() for n, p in b.named_parameters()}
+
+    from shotlab.models.backbone import positions_from_mask
+
+    packed, packed_grads = loss_and_grads(None)  # no position ids given: the batch runs packed
+    padded, padded_grads = loss_and_grads(positions_from_mask(mask))  # given: it runs as it is
+    assert_close(packed, padded, atol=1e-5, rtol=1e-5)
+    for name, grad in padded_grads.items():
+        assert_close(packed_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+    assert plan_packing(torch.ones(3, 5, dtype=torch.long)) is None  # equal lengths: nothing to gain
+
+
+def test_chunked_lm_loss_equals_cross_entropy_in_value_and_gradients():
+    from shotlab.models.backbone import chunked_lm_loss
+
+    torch.manual_seed(0)
+    states, weight = torch.randn(7, 16, requires_grad=True), torch.randn(50, 16, requires_grad=True)
+    targets = torch.randint(0, 50, (7,))
+    reference = torch.nn.functional.cross_entropy(states @ weight.T, targets)
+    reference.backward()
+    expected = states.grad.clone(), weight.grad.clone()
+    states.grad = weight.grad = None
+    ours = chunked_lm_loss(states, weight, targets, chunk=3)  # three chunks, the last one short
+    (2 * ours).backward()
+    assert_close(ours, reference)
+    assert_close(states.grad, 2 * expected[0])
+    assert_close(weight.grad, 2 * expected[1])

@@ -187,6 +187,42 @@ def test_lora_checkpoint_restores_adapters_and_head(tmp_path):
         assert not torch.allclose(fresh()(batch)[0], model(batch)[0])
 
 
+@pytest.mark.parametrize("trains", ["all", "head"])
+def test_best_weights_keeps_the_best_dev_evaluation_and_only_what_trained(tmp_path, trains):
+    from types import SimpleNamespace
+
+    from shotlab.models.classifier import BestWeights
+
+    model = classifier(tiny(), trains=trains)
+    best = BestWeights(tmp_path / "checkpoints" / "best.ckpt", monitor="val/acc")
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, current_epoch=0, callback_metrics={},
+                              strategy=SimpleNamespace(barrier=lambda: None))
+    snapshots = {}
+    for step, acc in enumerate([0.5, 0.75, 0.75, 0.6], start=1):  # a tie keeps the first of equals
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.add_(0.01)
+        best.on_train_batch_end(trainer, model, None, None, step)
+        trainer.global_step, trainer.callback_metrics = step, {"val/acc": torch.tensor(acc)}
+        best.on_validation_end(trainer, model)
+        snapshots[step] = {k: v.clone() for k, v in model.state_dict().items()}
+    saved = torch.load(best.path, weights_only=True)
+    assert saved["global_step"] == 2 and saved["val/acc"] == 0.75
+    assert set(saved["state_dict"]) == set(model.trained_state())
+    assert trains == "all" or not any(k.startswith("backbone.") for k in saved["state_dict"])
+    assert not torch.equal(model.head[-1].weight, snapshots[2]["head.1.weight"])
+    best.restore(model)  # training ended after a worse evaluation: the best weights come back
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, snapshots[2][name]), name
+    state = best.state_dict()
+    again = BestWeights(best.path, monitor="val/acc")
+    again.load_state_dict(state)  # a requeued run compares with the best score it had
+    trainer.callback_metrics = {"val/acc": torch.tensor(0.7)}
+    again.on_validation_end(trainer, model)
+    assert torch.load(best.path, weights_only=True)["global_step"] == 2
+
+
 def test_gradient_method_at_k0_is_skipped_with_a_reason(tmp_path):
     result = run(make_cfg(tmp_path, "regime=zero", "method=finetune"))
     assert result["status"] == "skipped" and "k=0" in result["reason"]

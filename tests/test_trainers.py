@@ -98,4 +98,4 @@ def rescore(ckpt_path: str, task_cfg: dict) -> torch.Tensor:
     data = ShotDataModule(draw_sample(load_task(task_cfg), 3, 0), backbone.tokenizer, max_length=24)
     data.setup()
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
-    return _predict(trainer, model, data.test_dataloader(), None, 47)
+    return _predict(trainer, model, data.test_dataloader(), 47)

@@ -29,7 +29,7 @@ def hpc_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(Path(run_dir).glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
 
 
-class ResumeOnSlurm(Checkpoint):  # a Checkpoint runs after ModelCheckpoint: its new best is saved too
+class ResumeOnSlurm(Checkpoint):  # listed after BestWeights, it runs after it: a new best score is saved too
     """Save and hand over to submitit at the epoch end after its signal; on resume, put back the
     global RNG (dropout's) as it was at the save, right before the first resumed batch."""
 

@@ -30,16 +30,14 @@ def peak_memory_mb() -> float:
 
 
 def quiet_lightning() -> None:
-    """Lightning's notes on every job of a sweep (GPU/TPU available, the litlogger tip, the srun hint,
-    which checkpoint predict(ckpt_path="best") loads: ModelCheckpoint's, ResumeOnSlurm never has
-    one) and torch's LeafSpec deprecation raised inside Lightning tell a user nothing to act on.
+    """Lightning's notes on every job of a sweep (GPU/TPU available, the litlogger tip, the srun hint)
+    and torch's LeafSpec deprecation raised inside Lightning tell a user nothing to act on.
     Progress bars, other warnings and errors stay."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
                  "lightning.fabric.utilities.distributed", "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # A k-shot sample is one or two batches: fewer than log_every_n_steps, by design.
     for message in ("The `srun` command is available", r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                    r"`\.predict\(ckpt_path=\"best\"\)` is called with Trainer configured with multiple",
                     r"The number of training batches \(\d+\) is smaller than the logging interval"):
         warnings.filterwarnings("ignore", message=message)
 

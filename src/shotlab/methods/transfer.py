@@ -72,11 +72,10 @@ class Transfer(Method):
 
     def run(self, job: Job) -> Outcome:
         from hydra.utils import instantiate
-        from lightning.pytorch.callbacks import ModelCheckpoint
         from lightning.pytorch.plugins import MixedPrecision
 
         from shotlab.data.datamodule import ShotDataModule
-        from shotlab.models.classifier import TransferClassifier
+        from shotlab.models.classifier import BestWeights, TransferClassifier
         from shotlab.requeue import ResumeOnSlurm, hpc_checkpoints
 
         cfg, sample, out = job.cfg, job.sample, job.out
@@ -85,10 +84,8 @@ class Transfer(Method):
                               eval_batch_size=cfg.eval_batch_size, template=self.template(job),
                               encoder=self.encoder(job), shuffle_seed=cfg.train_seed)
         has_dev = sample.dev is not None and len(sample.dev) > 0
-        checkpoint = ModelCheckpoint(
-            dirpath=out / "checkpoints", monitor="val/acc" if has_dev else None, mode="max", save_top_k=1,
-            filename="best" if has_dev else "last", save_weights_only=not cfg.checkpoint_optimizer,
-        )
+        checkpoint = BestWeights(out / "checkpoints" / ("best.ckpt" if has_dev else "last.ckpt"),
+                                 monitor="val/acc" if has_dev else None, full=cfg.checkpoint_optimizer)
         steps = max(cfg.regime.min_steps, self.min_steps, cfg.epochs * math.ceil(len(sample.train) / cfg.batch_size), 1)
         # Small samples repeat their few batches for min_steps; validate `validations` times in
         # all, evenly spaced in steps, rather than after every (one-batch) epoch.
@@ -112,7 +109,7 @@ class Transfer(Method):
         data.setup()
         extra = {}
         if self.starts_zero_shot and has_dev:  # the untrained classifier's dev accuracy: "no training"
-            extra["dev_acc_start"] = accuracy(_predict(trainer, model, data.val_dataloader(), None, len(sample.dev)),
+            extra["dev_acc_start"] = accuracy(_predict(trainer, model, data.val_dataloader(), len(sample.dev)),
                                               sample.dev.labels)
         trained = len(sample.train) > 0  # k=0 (a zero-shot head): nothing trains
         if trained:
@@ -124,21 +121,22 @@ class Transfer(Method):
             done.unlink()
         train_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
-        best = "best" if has_dev and trained else None
-        scores = {"test": _predict(trainer, model, data.test_dataloader(), best, len(sample.test))}
+        if trained:
+            checkpoint.restore(model)  # the best weights on the dev sample score the test set
+        scores = {"test": _predict(trainer, model, data.test_dataloader(), len(sample.test))}
         if has_dev:
-            scores["dev"] = _predict(trainer, model, data.val_dataloader(), None, len(sample.dev))
+            scores["dev"] = _predict(trainer, model, data.val_dataloader(), len(sample.dev))
         return Outcome(scores, {**extra, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t0,
                                 "train_steps": trainer.global_step,
-                                "best_checkpoint": checkpoint.best_model_path or checkpoint.last_model_path})
+                                "best_checkpoint": str(checkpoint.path) if trained else ""})
 
 
-def _predict(trainer, model, loader, ckpt_path, n: int) -> torch.Tensor:
+def _predict(trainer, model, loader, n: int) -> torch.Tensor:
     """(n, C) class logits in the split's order (the loader batches similar lengths together).
     Under DDP each process predicts its share of the split (Lightning's distributed sampler, which
     may hand an example to two processes to even the shares out): every process gathers all the
     shares, and each example keeps its first prediction."""
-    batches = trainer.predict(model, dataloaders=loader, ckpt_path=ckpt_path)
+    batches = trainer.predict(model, dataloaders=loader)
     if trainer.world_size > 1 and torch.distributed.is_initialized():
         shares = [None] * trainer.world_size
         torch.distributed.all_gather_object(shares, batches)

@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Checkpoint
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
@@ -79,6 +80,65 @@ def load_backbone_weights(backbone: Backbone, run_dir: str) -> None:
         )
 
 
+class BestWeights(Checkpoint):
+    """The trained weights of the best dev evaluation (`monitor`, higher is better, the first of
+    equals kept), written to `path` at each improvement and put back into the model by `restore`
+    when training ended elsewhere; with nothing to monitor, the final weights, written once.
+
+    The file holds only what trained ({"state_dict", "global_step", "epoch", monitor}), streamed
+    to disk by torch.save: no second copy of the weights in memory, no optimizer state (that is
+    `full=True`: Lightning's whole checkpoint, which `ckpt_path=` can resume from). A requeued
+    run keeps the best score and file through this callback's state in its requeue checkpoint."""
+
+    def __init__(self, path: Path, monitor: str | None = None, full: bool = False):
+        self.path, self.monitor, self.full = Path(path), monitor, full
+        self.best: float | None = None
+        self.current = False  # the model holds the weights in `path`
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best = state_dict["best"]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.current = False
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self.monitor is None or trainer.sanity_checking:
+            return
+        score = float(trainer.callback_metrics[self.monitor])
+        if self.best is None or score > self.best:
+            self.best = score
+            self._write(trainer, pl_module, {self.monitor: score})
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.monitor is None:
+            self._write(trainer, pl_module, {})
+
+    def _write(self, trainer, model, extra: dict) -> None:
+        if self.full:
+            trainer.save_checkpoint(self.path)  # every rank joins; rank 0 writes
+        else:
+            if trainer.is_global_zero:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                part = self.path.with_name(self.path.name + ".part")
+                state = {"state_dict": model.trained_state(), "global_step": trainer.global_step,
+                         "epoch": trainer.current_epoch, **extra}
+                torch.save(state, part)
+                part.replace(self.path)
+            trainer.strategy.barrier()
+        self.current = True
+
+    def restore(self, model: L.LightningModule) -> None:
+        """Put the written weights back into `model`, unless it holds them already."""
+        if self.current or not self.path.exists():
+            return
+        state = torch.load(self.path, map_location="cpu", weights_only=not self.full, mmap=True)["state_dict"]
+        model.load_state_dict(state, strict=model.trains == "all")
+        self.current = True
+
+
 class TransferClassifier(L.LightningModule):
     def __init__(
         self,
@@ -117,12 +177,16 @@ class TransferClassifier(L.LightningModule):
             }
         )
 
+    def trained_state(self, state: dict | None = None) -> dict:
+        """The state dict without the frozen backbone weights (rebuilt from the backbone config)."""
+        state = self.state_dict() if state is None else state
+        if self.trains == "all":
+            return state
+        trained = {f"backbone.{n}" for n, p in self.backbone.named_parameters() if p.requires_grad}
+        return {k: v for k, v in state.items() if not k.startswith("backbone.") or k in trained}
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.trains != "all":  # frozen weights are rebuilt from the backbone config
-            trained = {f"backbone.{n}" for n, p in self.backbone.named_parameters() if p.requires_grad}
-            checkpoint["state_dict"] = {
-                k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("backbone.") or k in trained
-            }
+        checkpoint["state_dict"] = self.trained_state(checkpoint["state_dict"])
 
     def train(self, mode: bool = True):
         super().train(mode)
