@@ -1,49 +1,53 @@
 """One fine-tuning run through shotlab against a plain PyTorch loop doing the same optimizer
 steps (same backbone, sample, batches, head, fused AdamW, GPT-1's LM loss at lambda = 0.5, grad
-clip 1), in one process on the CPU. Prints the ratio of shotlab's training time to the loop's,
-the loop's tokens/s and GFLOP/s (6 x parameters x tokens) as % of a 2048^2 fp32 matmul peak
-measured here, and the peak RSS of each (Linux VmHWM, reset before each).
+clip 1), on the CPU. Each arm runs in a fresh process of its own, so that its peak RSS (Linux
+VmHWM) is its own; each measures the fp32 matmul peak (2048^2, 2 threads) right before and after
+its work, and the best of those is the peak its % is of (this machine's speed drifts by tens of
+% within minutes, so ratios of seconds across processes are printed next to the ratio of the
+two arms' % of peak, which drift does not move).
 
-    .venv/bin/python scripts/bench_finetune.py --k 16 --steps 10
+    .venv/bin/python scripts/bench_finetune.py --k 16 --steps 10 [--padded]
+
+--padded adds the plain loop with backbone.pack=false (every batch padded to its longest text):
+the step before packing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import tempfile
 import time
 
-import torch
-import torch.nn.functional as F
-from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
-
-from shotlab.config import CONF_MODULE
-from shotlab.data.datamodule import ShotDataModule
-from shotlab.data.sampling import draw_sample
-from shotlab.data.tasks import load_task
-from shotlab.models.backbone import build_backbone
-from shotlab.models.heads import LinearHead
-from shotlab.tracking import peak_memory_mb, reset_peak_memory
-from shotlab.train import run
+ARMS = ("shotlab", "loop", "loop-padded")
 
 
-def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-    """Best fp32 GFLOP/s of an n x n matmul on this process's threads."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n**3 / best / 1e9
+def compose_cfg(k: int, steps: int, test_size: int, out: str, pack: bool = True):
+    from hydra import compose, initialize_config_module
+
+    from shotlab.config import CONF_MODULE
+
+    with initialize_config_module(CONF_MODULE, version_base="1.3"):
+        return compose("train", overrides=[
+            "method=finetune", f"regime.k={k}", "seed=0", f"task.test_size={test_size}", f"regime.min_steps={steps}",
+            "epochs=1", "logger=none", "trainer.enable_progress_bar=false", f"backbone.pack={str(pack).lower()}",
+            f"output_dir={out}"])
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def plain_loop(cfg, steps: int) -> tuple[float, int]:
+    """Seconds for `steps` optimizer steps and the real tokens they saw: the loop shotlab's finetune runs."""
+    import torch
+    import torch.nn.functional as F
+    from omegaconf import OmegaConf
 
+    from shotlab.data.datamodule import ShotDataModule
+    from shotlab.data.sampling import draw_sample
+    from shotlab.data.tasks import load_task
+    from shotlab.models.backbone import build_backbone
+    from shotlab.models.heads import LinearHead
 
-def plain_loop(cfg, steps: int) -> tuple[float, int, float]:
-    """Seconds for `steps` optimizer steps, tokens seen, parameters: the loop shotlab's finetune runs."""
     task = load_task(OmegaConf.to_container(cfg.task, resolve=True))
     sample = draw_sample(task, cfg.regime.k, cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -67,7 +71,37 @@ def plain_loop(cfg, steps: int) -> tuple[float, int, float]:
         torch.nn.utils.clip_grad_norm_(backbone.parameters(), 1.0)
         optimizer.step()
         tokens += int(batch["attention_mask"].sum())
-    return time.perf_counter() - start, tokens, sum(p.numel() for p in backbone.parameters())
+    return time.perf_counter() - start, tokens
+
+
+def arm(name: str, k: int, steps: int, test_size: int) -> dict:
+    """One arm, in this process: its seconds, tokens, matmul peak and peak RSS, as a dict."""
+    import torch
+
+    from shotlab.tracking import matmul_peak, peak_memory_mb, reset_peak_memory
+    from shotlab.train import run
+
+    torch.set_num_threads(2)
+    peak = matmul_peak()
+    with tempfile.TemporaryDirectory() as out:
+        cfg = compose_cfg(k, steps, test_size, out, pack=name != "loop-padded")
+        reset_peak_memory()
+        if name == "shotlab":
+            result = run(cfg)
+            seconds, steps = result["train_seconds"], result["train_steps"]
+            tokens = None
+        else:
+            seconds, tokens = plain_loop(cfg, steps)
+        rss = peak_memory_mb()
+    n_params = None
+    if tokens is not None:
+        from omegaconf import OmegaConf
+
+        from shotlab.models.backbone import build_backbone
+
+        n_params = sum(p.numel() for p in build_backbone(OmegaConf.to_container(cfg.backbone, resolve=True)).parameters())
+    return {"arm": name, "seconds": seconds, "steps": steps, "tokens": tokens, "params": n_params,
+            "peak": max(peak, matmul_peak()), "rss_mb": rss}
 
 
 def main() -> None:
@@ -75,27 +109,49 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=16, help="examples per class")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--test-size", type=int, default=100)
+    parser.add_argument("--padded", action="store_true", help="also the plain loop with backbone.pack=false")
+    parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # one arm, in a child process
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    peak = matmul_peak()
-    with tempfile.TemporaryDirectory() as out, initialize_config_module(CONF_MODULE, version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "method=finetune", f"regime.k={args.k}", "seed=0", f"task.test_size={args.test_size}",
-            f"regime.min_steps={args.steps}", "epochs=1", "logger=none", "trainer.enable_progress_bar=false",
-            f"output_dir={out}"])
-        reset_peak_memory()
-        result = run(cfg)
-        shotlab_rss = peak_memory_mb()
-    reset_peak_memory()
-    loop_seconds, tokens, n_params = plain_loop(cfg, result["train_steps"])
-    loop_rss = peak_memory_mb()
-    gflops = 6 * n_params * tokens / loop_seconds / 1e9
-    print(f"matmul peak (2048^2 fp32, 2 threads): {peak:.0f} GFLOP/s")
-    print(f"shotlab finetune: {result['train_steps']} steps, train_seconds {result['train_seconds']:.1f} s "
-          f"(with data setup, {cfg.validations} validations, best checkpoint), peak RSS {shotlab_rss:.0f} MB")
-    print(f"plain loop:       {result['train_steps']} steps, {loop_seconds:.1f} s, {tokens / loop_seconds:.0f} tok/s, "
-          f"{gflops:.0f} GFLOP/s = {100 * gflops / peak:.0f} % of peak, peak RSS {loop_rss:.0f} MB")
-    print(f"ratio shotlab / plain loop: {result['train_seconds'] / loop_seconds:.2f}x")
+    if args.arm:
+        print(json.dumps(arm(args.arm, args.k, args.steps, args.test_size)))
+        return
+
+    results = {}
+    for name in ("shotlab", "loop", "loop-padded") if args.padded else ("shotlab", "loop"):
+        cmd = [sys.executable, __file__, "--arm", name, f"--k={args.k}", f"--steps={args.steps}",
+               f"--test-size={args.test_size}"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"arm {name} failed:\n{done.stderr[-3000:]}")
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+
+    loop = results["loop"]
+    per_token = 6 * loop["params"]  # training FLOPs per token, 6 x parameters
+
+    def pct(r: dict, seconds: float) -> float:
+        return 100 * per_token * loop["tokens"] / seconds / 1e9 / r["peak"]
+
+    print(f"fine-tuning smollm2-135m, k={args.k}/class, {loop['steps']} optimizer steps, "
+          f"{loop['tokens']} real tokens, LM loss lambda=0.5; 2 threads")
+    print(f"\n| {'arm':<44} | {'seconds':>7} | {'tok/s':>6} | {'GFLOP/s':>7} | {'matmul peak':>11} | "
+          f"{'% of peak':>9} | {'peak RSS MB':>11} |")
+    print(f"|{'-' * 46}|{'-' * 8}:|{'-' * 7}:|{'-' * 8}:|{'-' * 12}:|{'-' * 10}:|{'-' * 12}:|")
+    labels = {"shotlab": "shotlab run (train_seconds: + setup, validations, best weights)",
+              "loop": "plain loop, packed batches",
+              "loop-padded": "plain loop, padded batches (backbone.pack=false)"}
+    for name, r in results.items():
+        tok_s = loop["tokens"] / r["seconds"]
+        print(f"| {labels[name]:<44} | {r['seconds']:>7.1f} | {tok_s:>6.0f} | {per_token * tok_s / 1e9:>7.0f} | "
+              f"{r['peak']:>11.0f} | {pct(r, r['seconds']):>8.0f}% | {r['rss_mb']:>11.0f} |")
+    s = results["shotlab"]
+    print(f"\nratio shotlab / plain loop: {s['seconds'] / loop['seconds']:.2f}x in seconds, "
+          f"{pct(loop, loop['seconds']) / pct(s, s['seconds']):.2f}x in % of each process's peak (goal <= 1.2x)")
+    print(f"plain loop step at {pct(loop, loop['seconds']):.0f} % of the matmul peak (goal >= 80 %); "
+          f"shotlab peak RSS {s['rss_mb']:.0f} MB (goal <= 3500 MB)")
+    if "loop-padded" in results:
+        p = results["loop-padded"]
+        print(f"packing: padded / packed step time {p['seconds'] / loop['seconds']:.2f}x in seconds, "
+              f"{pct(loop, loop['seconds']) / pct(p, p['seconds']):.2f}x in % of peak")
 
 
 if __name__ == "__main__":

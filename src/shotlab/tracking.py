@@ -9,6 +9,7 @@ import netrc
 import os
 import resource
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -27,6 +28,21 @@ def peak_memory_mb() -> float:
                 return int(line.split()[1]) / 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
     return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 GFLOP/s of an n x n matmul on this process's threads: the yardstick the
+    benchmarks give their % of (measure it in the same process, near the work it measures)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
 
 
 def quiet_lightning() -> None:

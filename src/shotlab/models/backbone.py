@@ -154,13 +154,13 @@ def plan_packing(attention_mask: torch.Tensor) -> Packing | None:
 class Backbone(nn.Module):
     """A pretrained causal LM (transformer blocks + LM head) with its tokenizer."""
 
-    def __init__(self, lm: nn.Module, tokenizer, pooling: str = "last"):
+    def __init__(self, lm: nn.Module, tokenizer, pooling: str = "last", pack: bool = True):
         super().__init__()
         if pooling not in ("last", "mean"):
             raise ShotlabError(f"backbone.pooling must be 'last' or 'mean', got {pooling!r}")
         self.lm = lm
         self.tokenizer = tokenizer
-        self.pooling = pooling
+        self.pooling, self.pack = pooling, pack
         if tokenizer.pad_token_id is None:  # GPT models have none; our masks make any id safe
             tokenizer.pad_token = tokenizer.eos_token
 
@@ -194,8 +194,9 @@ class Backbone(nn.Module):
 
     @property
     def packs(self) -> bool:
-        """Packing needs a 4-D mask, which the eager and SDPA attention take (flash-attention does not)."""
-        return getattr(self.lm.config, "_attn_implementation", None) in ("sdpa", "eager")
+        """Whether mixed lengths run packed: asked for (`pack`), and the attention takes a 4-D mask
+        (eager and SDPA do; flash-attention does not)."""
+        return self.pack and getattr(self.lm.config, "_attn_implementation", None) in ("sdpa", "eager")
 
     def _packed_states(self, input_ids, packing: Packing) -> torch.Tensor:
         B, T = input_ids.shape
@@ -325,4 +326,4 @@ def build_backbone(cfg: Mapping) -> Backbone:
             ) from None
     lm.config.use_cache = False
     lm.train()  # from_pretrained returns eval mode; a backbone is built to train, callers that score set eval()
-    return Backbone(lm, tokenizer, pooling=cfg.get("pooling", "last"))
+    return Backbone(lm, tokenizer, pooling=cfg.get("pooling", "last"), pack=cfg.get("pack", True))

@@ -22,6 +22,8 @@ from shotlab.models.backbone import Backbone, eval_mode
 # Task keys that do not change a pooled feature of an example: a fixed test subset, and the
 # prompt parts (the template a feature is pooled over, if any, is a key of its own).
 _NOT_FEATURE_KEYS = ("test_size", "template", "verbalizer")
+# Backbone keys that change only how a batch runs (packed or padded), not the features.
+_NOT_FEATURE_BACKBONE_KEYS = ("pack",)
 
 
 def cache_key(backbone_cfg: Mapping, task_cfg: Mapping, max_length: int, template: str | None = None) -> str:
@@ -31,7 +33,8 @@ def cache_key(backbone_cfg: Mapping, task_cfg: Mapping, max_length: int, templat
     local = Path(str(backbone_cfg.get("name_or_path")))
     stamp = max((f.stat().st_mtime_ns for f in local.glob("*.safetensors")), default=0) if local.is_dir() else 0
     task = {k: v for k, v in task_cfg.items() if k not in _NOT_FEATURE_KEYS}
-    key = {"backbone": dict(backbone_cfg), "task": task, "max_length": max_length, "weights_mtime": stamp}
+    backbone = {k: v for k, v in backbone_cfg.items() if k not in _NOT_FEATURE_BACKBONE_KEYS}
+    key = {"backbone": backbone, "task": task, "max_length": max_length, "weights_mtime": stamp}
     if template is not None:
         key["template"] = template
     blob = json.dumps(key, sort_keys=True, default=str)
