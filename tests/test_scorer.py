@@ -67,6 +67,23 @@ def test_cached_scores_equal_naive(backbone, token_reduce, template, in_context)
     assert want.std(0).max() > 0.1  # the scores depend on the text: the check above can fail
 
 
+@pytest.mark.parametrize("in_context", [False, True])
+def test_one_token_words_run_packed_and_equal_naive(backbone, in_context):
+    verbalizer = (("bad", "awful"), ("good",), ("fine",))  # one GPT-2 token each: prompts run packed
+    demos = demonstrations(TRAIN_TEXTS, TRAIN_LABELS, TEMPLATE, verbalizer, 0) if in_context else ()
+    scorer = LMScorer(backbone, TEMPLATE, verbalizer, batch_size=5)
+    assert max(map(len, scorer.word_ids)) == 1
+    rests = [backbone.tokenizer(split_prompt(TEMPLATE, t)[1], add_special_tokens=False).input_ids for t in TEXTS]
+    from shotlab.data.batching import pad_right
+    from shotlab.models.backbone import plan_packing
+
+    assert plan_packing(pad_right(rests, 0)[1]).rows < len(TEXTS)  # the batch is really packed
+    got = scorer.score(TEXTS, demos).scores
+    want = naive_scores(backbone, TEXTS, TEMPLATE, verbalizer, demos)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert want.std(0).max() > 0.1
+
+
 def test_batch_size_does_not_change_scores(backbone):
     one = LMScorer(backbone, TEMPLATE, VERBALIZER, batch_size=1).score(TEXTS, _demos()).scores
     many = LMScorer(backbone, TEMPLATE, VERBALIZER, batch_size=8).score(TEXTS, _demos()).scores

@@ -11,6 +11,10 @@ tokenizers such as GPT-2's, Llama-3's and SmolLM2's):
     rest     " " + text + the template after {text}         run once per example (batched)
     word     " " + label word                               one row per (example, word)
 
+When every label word is one token, only each prompt's last state is needed, and a batch's
+prompts run packed (several in a row, each seeing the prefix and itself: backbone.Packing),
+so short prompts next to long ones compute no padding.
+
 A space that ends the template head moves to `rest`, so the text's first word keeps its
 leading-space token ("Review:" + " great", not "Review: " + "great").
 """
@@ -28,7 +32,7 @@ from transformers import DynamicCache
 
 from shotlab import ShotlabError
 from shotlab.data.batching import pad_right
-from shotlab.models.backbone import eval_mode
+from shotlab.models.backbone import eval_mode, plan_packing
 
 # Contextual calibration's content-free inputs (Zhao et al. 2021, "Calibrate before use").
 CONTENT_FREE = ("N/A", "", "[MASK]")
@@ -164,6 +168,10 @@ class LMScorer:
         ids, mask = pad_right(rests, bb.tokenizer.pad_token_id, dev)  # (B, L)
         lengths = mask.sum(1)  # (B,)
         L = ids.shape[1]
+        packing = plan_packing(mask) if M == 1 and bb.packs and int(lengths.min()) > 0 else None
+        if packing is not None:  # one-token words need only each prompt's last state: pack the prompts
+            last = self._packed_last_states(prefix_kv, P, ids, lengths, packing)
+            return self._word_scores(last[:, None], B, words)
         cache = DynamicCache(ddp_cache_data=[(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1))
                                              for k, v in prefix_kv])  # empty when P == 0
         mask = torch.cat([torch.ones(B, P, dtype=torch.long, device=dev), mask], 1)  # (B, P+L)
@@ -184,6 +192,33 @@ class LMScorer:
             inputs = word_ids[:, :-1].repeat(B, 1)  # (B*J, M-1)
             word_hidden, _ = bb.states(inputs, full_mask, cache=cache, position_ids=positions)
             prev = torch.cat([prev, word_hidden], 1)  # (B*J, M, H): the state before each word token
+        return self._word_scores(prev, B, words)
+
+    def _packed_last_states(self, prefix_kv, P, ids, lengths, packing) -> torch.Tensor:
+        """(B, H) last state of each prompt, run packed (backbone.Packing) after the shared prefix:
+        a slot sees the whole prefix and the earlier slots of its own prompt."""
+        bb, dev = self.backbone, self.device
+        B, T = ids.shape
+        R, C = packing.segment.shape
+        packed = ids.new_full((R * C,), bb.tokenizer.pad_token_id)
+        packed[packing.dst] = ids.reshape(-1)[packing.src]
+        own = packing.attention_mask(bb.lm.get_input_embeddings().weight.dtype)  # (R, 1, C, C)
+        mask = torch.cat([own.new_zeros(R, 1, C, P), own], -1)  # (R, 1, C, P + C): the prefix is seen
+        cache = DynamicCache(ddp_cache_data=[(k.expand(R, -1, -1, -1), v.expand(R, -1, -1, -1))
+                                             for k, v in prefix_kv])
+        hidden, _ = bb.states(packed.view(R, C), mask, cache=cache, position_ids=P + packing.positions)
+        slot = torch.full((B * T,), -1, dtype=torch.long, device=dev)
+        slot[packing.src] = packing.dst  # where each real token of the padded batch sits in the packing
+        last = slot[torch.arange(B, device=dev) * T + lengths - 1]
+        return hidden.reshape(R * C, -1)[last]
+
+    def _word_scores(self, prev: torch.Tensor, B: int, words) -> torch.Tensor:
+        """(B, C) label scores from prev (B*J, M, H), the state before each word token."""
+        bb, dev = self.backbone, self.device
+        word_ids, word_mask = words
+        J, M = word_ids.shape
+        if prev.shape[0] != B * J:  # (B, 1, H): one state per example, the same for every word
+            prev = prev.repeat_interleave(J, 0)
         # Only the real word positions go through the LM head: (R, H) -> (R, V), never T x V.
         real = word_mask.repeat(B, 1).bool()  # (B*J, M)
         logp = F.log_softmax(bb.lm_logits(prev[real]).float(), -1)
