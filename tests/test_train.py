@@ -4,6 +4,7 @@ swap heads, and write metrics.json / split.json."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -242,6 +243,20 @@ def test_training_runs_the_larger_of_regime_and_method_min_steps(tmp_path, synth
     cfg = synthetic(tmp_path, synthetic_csv, "regime=few", "regime.k=2", "epochs=3", "validations=3", "method=linear_probe",
                     f"regime.min_steps={regime_steps}", f"method.min_steps={method_steps}")
     assert run(cfg)["train_steps"] == steps
+
+
+def test_linear_probe_without_the_feature_cache_runs_the_backbone_and_agrees(tmp_path, synthetic_csv, monkeypatch):
+    monkeypatch.setenv("SHOTLAB_FEATURES", str(tmp_path / "features"))
+    args = ("regime=few", "regime.k=2", "epochs=1", "validations=1", "method=linear_probe", "method.min_steps=5")
+    cached = run(synthetic(tmp_path / "cached", synthetic_csv, *args))
+    assert list((tmp_path / "features").rglob("*.pt"))
+    shutil.rmtree(tmp_path / "features")
+    plain = run(synthetic(tmp_path / "plain", synthetic_csv, *args, "method.feature_cache=false"))
+    assert not (tmp_path / "features").exists()  # nothing cached: the frozen backbone ran at every step
+    scores = [[json.loads(line)["scores"] for line in (tmp_path / d / "predictions.jsonl").read_text().splitlines()]
+              for d in ("cached", "plain")]
+    assert_close(torch.tensor(scores[0]), torch.tensor(scores[1]), atol=1e-4, rtol=1e-4)
+    assert plain["test_acc"] == cached["test_acc"]
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="per-run peak memory needs Linux /proc")

@@ -161,13 +161,17 @@ class LinearProbe(Transfer):
     raw text, or of the prompt-formatted text (`prompt: true`), whose last state is the one that
     predicts the label word."""
 
-    def __init__(self, name: str = "linear_probe", trains: str = "head", prompt: bool = False, **kw):
+    def __init__(self, name: str = "linear_probe", trains: str = "head", prompt: bool = False,
+                 feature_cache: bool = True, **kw):
         if trains != "head":
             raise ShotlabError(f"method.trains must be 'head' for {name}, got {trains!r}")
         super().__init__(name, trains, **kw)
-        self.reads_prompt = prompt
+        self.reads_prompt, self.feature_cache = prompt, feature_cache
 
     def encoder(self, job: Job):
+        """The on-disk feature cache; without it (`feature_cache: false`) every step runs the frozen backbone."""
+        if not self.feature_cache:
+            return None
         from shotlab.models.features import FeatureCache
 
         return FeatureCache.for_run(job.backbone, job.cfg.backbone, job.cfg.task, job.cfg.max_length,

@@ -190,9 +190,16 @@ class TransferClassifier(L.LightningModule):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.trains != "all":  # a frozen backbone keeps dropout off: fixed features
+        if self.trains == "head":  # a frozen backbone keeps dropout off: fixed features, as cached ones
             self.backbone.eval()
         return self
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # Lightning sets each submodule's mode itself (around validations too), not through
+        # train() above: the frozen backbone is put back in eval mode before every step.
+        # (LoRA's adapters keep their configured dropout: only trains="head" is fixed.)
+        if self.trains == "head":
+            self.backbone.eval()
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Class logits (B, C), and the token states (B, T, H) when the backbone ran."""
