@@ -7,7 +7,12 @@ import torch
 from torch.testing import assert_close
 
 from shotlab import ShotlabError
-from shotlab.models.backbone import build_backbone, last_token_index
+from shotlab.models.backbone import (
+    build_backbone,
+    last_token_index,
+    plan_packing,
+    positions_from_mask,
+)
 from tests.conftest import tiny
 
 TEXTS = ["A gorgeous, witty film.", "Dull.", "The plot meanders for two hours and never lands anywhere at all."]
@@ -122,8 +127,6 @@ def test_smollm2_prefers_real_text_to_shuffled_tokens():
 
 
 def test_mixed_lengths_run_packed_with_the_same_states_and_gradients():
-    from shotlab.models.backbone import plan_packing
-
     b = tiny().eval()  # eval: no dropout, so both layouts compute the same function
     batch, mask, ids = pad(b.tokenizer, TEXTS, "right")
     packing = plan_packing(mask)
@@ -136,8 +139,6 @@ def test_mixed_lengths_run_packed_with_the_same_states_and_gradients():
         loss = b.pool(hidden, mask).square().sum() + b.lm_loss(hidden, batch, mask)
         loss.backward()
         return hidden * mask[..., None], {n: p.grad.clone() for n, p in b.named_parameters()}
-
-    from shotlab.models.backbone import positions_from_mask
 
     packed, packed_grads = loss_and_grads(None)  # no position ids given: the batch runs packed
     padded, padded_grads = loss_and_grads(positions_from_mask(mask))  # given: it runs as it is

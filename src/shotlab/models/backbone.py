@@ -104,6 +104,12 @@ class Packing:
     def rows(self) -> int:
         return self.segment.shape[0]
 
+    def pack(self, ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+        """(B, T) padded token ids -> (R, C) packed ones (`pad_id` in the free slots)."""
+        packed = ids.new_full((self.segment.numel(),), pad_id)
+        packed[self.dst] = ids.reshape(-1)[self.src]
+        return packed.view(self.segment.shape)
+
     def attention_mask(self, dtype: torch.dtype) -> torch.Tensor:
         """(R, 1, C, C) additive mask: a slot sees the earlier slots of its own text; padding
         sees earlier padding (never an empty row, which would give NaN)."""
@@ -201,11 +207,9 @@ class Backbone(nn.Module):
     def _packed_states(self, input_ids, packing: Packing) -> torch.Tensor:
         B, T = input_ids.shape
         R, C = packing.segment.shape
-        packed = input_ids.new_zeros(R * C)
-        packed[packing.dst] = input_ids.reshape(-1)[packing.src]
         embed = self.lm.get_input_embeddings()
         out = self.lm.base_model(
-            input_ids=packed.view(R, C),
+            input_ids=packing.pack(input_ids, 0),
             attention_mask=packing.attention_mask(embed.weight.dtype),
             position_ids=packing.positions,
             use_cache=False,

@@ -171,7 +171,7 @@ class LMScorer:
         packing = plan_packing(mask) if M == 1 and bb.packs and int(lengths.min()) > 0 else None
         if packing is not None:  # one-token words need only each prompt's last state: pack the prompts
             last = self._packed_last_states(prefix_kv, P, ids, lengths, packing)
-            return self._word_scores(last[:, None], B, words)
+            return self._word_scores(last.repeat_interleave(J, 0)[:, None], B, words)
         cache = DynamicCache(ddp_cache_data=[(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1))
                                              for k, v in prefix_kv])  # empty when P == 0
         mask = torch.cat([torch.ones(B, P, dtype=torch.long, device=dev), mask], 1)  # (B, P+L)
@@ -200,13 +200,12 @@ class LMScorer:
         bb, dev = self.backbone, self.device
         B, T = ids.shape
         R, C = packing.segment.shape
-        packed = ids.new_full((R * C,), bb.tokenizer.pad_token_id)
-        packed[packing.dst] = ids.reshape(-1)[packing.src]
         own = packing.attention_mask(bb.lm.get_input_embeddings().weight.dtype)  # (R, 1, C, C)
         mask = torch.cat([own.new_zeros(R, 1, C, P), own], -1)  # (R, 1, C, P + C): the prefix is seen
         cache = DynamicCache(ddp_cache_data=[(k.expand(R, -1, -1, -1), v.expand(R, -1, -1, -1))
                                              for k, v in prefix_kv])
-        hidden, _ = bb.states(packed.view(R, C), mask, cache=cache, position_ids=P + packing.positions)
+        hidden, _ = bb.states(packing.pack(ids, bb.tokenizer.pad_token_id), mask, cache=cache,
+                              position_ids=P + packing.positions)
         slot = torch.full((B * T,), -1, dtype=torch.long, device=dev)
         slot[packing.src] = packing.dst  # where each real token of the padded batch sits in the packing
         last = slot[torch.arange(B, device=dev) * T + lengths - 1]
@@ -217,8 +216,6 @@ class LMScorer:
         bb, dev = self.backbone, self.device
         word_ids, word_mask = words
         J, M = word_ids.shape
-        if prev.shape[0] != B * J:  # (B, 1, H): one state per example, the same for every word
-            prev = prev.repeat_interleave(J, 0)
         # Only the real word positions go through the LM head: (R, H) -> (R, V), never T x V.
         real = word_mask.repeat(B, 1).bool()  # (B*J, M)
         logp = F.log_softmax(bb.lm_logits(prev[real]).float(), -1)
