@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install assets demo test test-fast lint clean
+.PHONY: install assets demo test test-fast docs-check lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not slurm" $(PYTEST_ARGS)
+
+# Every command, script, path and link the README and docs/ name exists (also part of make test).
+docs-check: install
+	$(BIN)/python -m pytest -q tests/test_docs.py
 
 lint: install
 	$(BIN)/ruff check src tests scripts

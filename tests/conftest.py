@@ -35,6 +35,16 @@ def tiny():
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_feature_cache(tmp_path_factory):
+    """The suite's features live in a folder of its own (inherited by the runs and sweeps it
+    starts): it never reads the user's cache, nor writes into it."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SHOTLAB_FEATURES", str(tmp_path_factory.mktemp("features")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone():
     """A shared tiny GPT-2 for tests that only read it (never freeze or train it)."""

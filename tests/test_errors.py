@@ -108,7 +108,7 @@ def train(*overrides: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 
 def test_command_line_error_is_one_line_and_exit_2(tmp_path):
-    done = train("epochs=0", f"output_dir={tmp_path}")
+    done = train("epochs=0", f"output_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["shotlab: error: epochs must be an integer in [1, inf], got 0"]
 

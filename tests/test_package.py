@@ -4,6 +4,7 @@ any folder, and importing the entry point loads no model library."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -53,8 +54,11 @@ def test_no_import_cycles_and_data_does_not_import_models():
 
 @pytest.mark.slow
 def test_wheel_carries_every_config_and_its_entry_points_run_from_elsewhere(tmp_path):
+    # Built from a copy: setuptools writes build/ and *.egg-info beside the sources it builds.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "outputs", "build", "*.egg-info", "__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True)
+                    str(tmp_path / "dist"), str(source)], check=True, capture_output=True)
     wheel = next((tmp_path / "dist").glob("shotlab-*.whl"))
     shipped = {n.removeprefix("shotlab/conf/") for n in zipfile.ZipFile(wheel).namelist() if n.startswith("shotlab/conf/")}
     expected = {str(p.relative_to(conf_dir())) for p in conf_dir().rglob("*.yaml")}

@@ -73,20 +73,40 @@ def test_killed_sweep_resumes_to_the_same_report(tmp_path):
     whole = tmp_path / "whole"
     finish(multirun(whole, *grid))
 
-    cut = tmp_path / "cut"
-    proc = multirun(cut, *grid, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not any(m.get("status") == "ok" for m in metrics(cut).values()):
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # as a cluster's time limit or a Ctrl-C would
-    proc.communicate()
-    done_before = [k for k, m in metrics(cut).items() if m.get("status") == "ok"]
-    assert 1 <= len(done_before) < 3
+    # The sweep holds as its second job starts (tests/hooks.py), and is killed there, as a cluster's
+    # time limit or a Ctrl-C would: one run is done, two are not.
+    cut, held = tmp_path / "cut", tmp_path / "held"
+    hold = ["+hydra.callbacks.hold._target_=tests.hooks.HoldJob", f"+hydra.callbacks.hold.flag={held}"]
+    proc = multirun(cut, *grid, *hold, start_new_session=True)
+    try:
+        ended = wait_for(held, proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+    assert not ended, f"the sweep {ended} before its second job started:\n{out[-3000:]}"
+    done_before = {k: cut / k / "metrics.json" for k, m in metrics(cut).items() if m.get("status") == "ok"}
+    assert len(done_before) == 1
+    stamps = {k: p.stat().st_mtime_ns for k, p in done_before.items()}
     finish(multirun(cut, *grid))
+    assert {k: p.stat().st_mtime_ns for k, p in done_before.items()} == stamps  # the finished run is not redone
 
     a, b = write_report(whole, echo=False)["table"], write_report(cut, echo=False)["table"]
     pd.testing.assert_frame_equal(a, b)
     assert int(b.n.iloc[0]) == 3
+
+
+def wait_for(flag: Path, proc: subprocess.Popen, timeout: float = 600) -> str | None:
+    """Wait until `flag` exists (None) or `proc` ends first (its exit code, as a reason); fail
+    with a message if neither happens in `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not flag.exists():
+        if proc.poll() is not None:
+            return f"exited with {proc.returncode}"
+        if time.monotonic() > deadline:
+            pytest.fail(f"{flag.name} did not appear within {timeout} s")
+        time.sleep(0.05)
+    return None
 
 
 def wandb_records(run_dir: Path) -> tuple[dict, dict, dict]:

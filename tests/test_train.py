@@ -249,7 +249,7 @@ def test_linear_probe_without_the_feature_cache_runs_the_backbone_and_agrees(tmp
     monkeypatch.setenv("SHOTLAB_FEATURES", str(tmp_path / "features"))
     args = ("regime=few", "regime.k=2", "epochs=1", "validations=1", "method=linear_probe", "method.min_steps=5")
     cached = run(synthetic(tmp_path / "cached", synthetic_csv, *args))
-    assert list((tmp_path / "features").rglob("*.pt"))
+    assert list((tmp_path / "features").rglob("*.safetensors"))
     shutil.rmtree(tmp_path / "features")
     plain = run(synthetic(tmp_path / "plain", synthetic_csv, *args, "method.feature_cache=false"))
     assert not (tmp_path / "features").exists()  # nothing cached: the frozen backbone ran at every step

@@ -17,6 +17,7 @@ from torchmetrics.functional.classification import (
     multiclass_f1_score,
 )
 
+from shotlab.files import write_text
 from shotlab.runfolder import writes
 
 
@@ -58,7 +59,5 @@ def write_predictions(path: Path, sample, scores: dict[str, torch.Tensor]) -> li
         for rid, label, pred, row in zip(split.ids, split.labels.tolist(), predicted, scores[name].tolist()):
             rows.append({"split": name, "id": rid, "label": label, "prediction": pred, "scores": [round(s, 6) for s in row]})
     if writes():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tmp.replace(path)
+        write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
     return rows

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from shotlab import ShotlabError
 from shotlab.config import check_number
+from shotlab.files import write_text
 
 log = logging.getLogger(__name__)
 EOS = "<|endoftext|>"  # the end-of-text token of a trained tokenizer, as in GPT-2
@@ -286,9 +287,7 @@ def pretrain(cfg: DictConfig) -> dict:
         "parameters": sum(p.numel() for p in lm.parameters()),
         "model_dir": str(out / "model"),
     }
-    tmp = out / "pretrain_metrics.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out / "pretrain_metrics.json")
+    write_text(out / "pretrain_metrics.json", json.dumps(result, indent=2))
     return result
 
 

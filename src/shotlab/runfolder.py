@@ -16,6 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from shotlab import ShotlabError
+from shotlab.files import write_text
 
 # Where the launchers put a process's rank: torchrun (RANK), the processes Lightning starts itself
 # (LOCAL_RANK; NODE_RANK on further nodes), SLURM tasks (SLURM_PROCID), LSF (JSM_NAMESPACE_RANK).
@@ -30,11 +31,8 @@ def writes() -> bool:
 
 def write_json(path: Path, data: dict) -> None:
     """Replace `path` whole (a reader never sees half a file); only the writing process does."""
-    if not writes():
-        return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    if writes():
+        write_text(path, json.dumps(data, indent=2))
 
 
 def make_folder(path: Path, key: str) -> Path:

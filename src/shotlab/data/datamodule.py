@@ -26,7 +26,7 @@ from shotlab.data.sampling import Sample
 from shotlab.data.tasks import Split
 
 # (split name, example ids, token id lists) -> pooled features (N, H); see models/features.py
-Encoder = Callable[[str, Sequence[str], Sequence[Sequence[int]]], torch.Tensor]
+Encoder = Callable[[str, Sequence[Sequence[int]]], torch.Tensor]  # (split name, token ids) -> (N, H)
 
 
 class EpochShuffle(Sampler[int]):
@@ -99,7 +99,7 @@ class ShotDataModule(L.LightningDataModule):
             tokens = self.tokenize(split.texts)
             rows = [{"input_ids": t, "label": int(y), "index": i} for i, (t, y) in enumerate(zip(tokens, split.labels))]
             if self.encoder is not None:
-                feats = self.encoder(name, split.ids, tokens)
+                feats = self.encoder(name, tokens)
                 rows = [{"features": f, "label": r["label"], "index": r["index"]} for f, r in zip(feats, rows)]
             elif name != "train":  # evaluation order is free: batch similar lengths, pad little
                 rows.sort(key=lambda r: -len(r["input_ids"]))

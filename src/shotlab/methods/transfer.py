@@ -89,8 +89,9 @@ class Transfer(Method):
         steps = max(cfg.regime.min_steps, self.min_steps, cfg.epochs * math.ceil(len(sample.train) / cfg.batch_size), 1)
         # Small samples repeat their few batches for min_steps; validate `validations` times in
         # all, evenly spaced in steps, rather than after every (one-batch) epoch.
+        callbacks = [checkpoint, ResumeOnSlurm(), *(instantiate(c) for c in (cfg.get("callbacks") or {}).values())]
         trainer = instantiate(
-            cfg.trainer, max_steps=steps, max_epochs=-1, callbacks=[checkpoint, ResumeOnSlurm()], logger=job.logger,
+            cfg.trainer, max_steps=steps, max_epochs=-1, callbacks=callbacks, logger=job.logger,
             default_root_dir=str(out), num_sanity_val_steps=0, check_val_every_n_epoch=None,
             val_check_interval=math.ceil(steps / cfg.validations),
         )
@@ -174,8 +175,7 @@ class LinearProbe(Transfer):
             return None
         from shotlab.models.features import FeatureCache
 
-        return FeatureCache.for_run(job.backbone, job.cfg.backbone, job.cfg.task, job.cfg.max_length,
-                                    template=self.template(job), batch_size=job.cfg.eval_batch_size)
+        return FeatureCache.for_run(job.backbone, job.cfg.backbone, batch_size=job.cfg.eval_batch_size)
 
 
 class PromptProbe(LinearProbe):

@@ -22,6 +22,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from shotlab import ShotlabError
+from shotlab.files import write_whole
 from shotlab.models.backbone import Backbone
 
 STAGES = ("train", "val", "test")
@@ -80,6 +81,12 @@ def load_backbone_weights(backbone: Backbone, run_dir: str) -> None:
         )
 
 
+def _save(state: dict, path: Path) -> None:
+    """torch.save, streamed through a Python file so that a failed write keeps its OSError."""
+    with open(path, "wb") as f:
+        torch.save(state, f)
+
+
 class BestWeights(Checkpoint):
     """The trained weights of the best dev evaluation (`monitor`, higher is better, the first of
     equals kept), written to `path` at each improvement and put back into the model by `restore`
@@ -122,11 +129,9 @@ class BestWeights(Checkpoint):
         else:
             if trainer.is_global_zero:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                part = self.path.with_name(self.path.name + ".part")
                 state = {"state_dict": model.trained_state(), "global_step": trainer.global_step,
                          "epoch": trainer.current_epoch, **extra}
-                torch.save(state, part)
-                part.replace(self.path)
+                write_whole(self.path, lambda part: _save(state, part))
             trainer.strategy.barrier()
         self.current = True
 
