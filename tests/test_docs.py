@@ -66,8 +66,9 @@ def test_every_command_names_what_exists(page, command):
         for flag in (w for w in words if w.startswith("--")):
             assert f'"{flag}"' in text, f"{page}: {script} takes no {flag}"
     elif program and words[words.index(program) - 1] == "-m" and program not in ENTRY_POINTS:
-        module = ROOT / "src" / Path(*program.split(".")).with_suffix(".py")
-        assert module.exists(), f"{page}: python -m {program}: no such module"
+        module = ROOT / "src" / Path(*program.split("."))
+        assert module.with_suffix(".py").exists() or (module / "__main__.py").exists(), (
+            f"{page}: python -m {program}: no such module")
     elif program in ENTRY_POINTS:
         args = words[words.index(program) + 1:]
         if "--config-dir" in args:

@@ -93,7 +93,12 @@ def test_predictions_file_gives_the_metrics(tmp_path, monkeypatch, method):
     assert result["dev_acc"] == pytest.approx(sum(r["prediction"] == r["label"] for r in dev) / len(dev))
     assert all(r["prediction"] == max(range(2), key=r["scores"].__getitem__) for r in test + dev)
     assert result["label_budget"] == result["num_train"] + result["num_dev"] == 8
-    assert ("dev_acc_start" in result) == (method == "prompt_probe")
+    assert ("dev_acc_start" in result) == ("dev_logprob_start" in result) == (method == "prompt_probe")
+    assert result["dev_logprob"] < 0
+    # the validation split's held-out pool: scored by every run, never a dev example
+    heldout = _predictions(tmp_path, "heldout")
+    assert len(heldout) == result["num_heldout"] == 300
+    assert not {r["id"] for r in heldout} & {r["id"] for r in dev}
 
 
 def test_prompt_probe_learns_from_its_zero_shot_start(tmp_path, monkeypatch):

@@ -19,8 +19,9 @@ N = 200  # test examples
 
 def write_run(sweep: Path, name: str, correct, *, method: str = "finetune", k: int | None = 4, seed: int = 0,
               dev_acc: float | None = None, dev_acc_start: float | None = None, overrides: dict | None = None,
-              labels=None, predictions: bool = True) -> dict:
-    """A run folder as train.run writes it: .hydra/, metrics.json and predictions.jsonl."""
+              labels=None, predictions: bool = True, heldout=None, **more) -> dict:
+    """A run folder as train.run writes it: .hydra/, metrics.json and predictions.jsonl (with the
+    held-out pool's rows when `heldout`, their 0/1 correctness, is given); `more` goes into metrics.json."""
     run = sweep / name
     (run / ".hydra").mkdir(parents=True)
     correct = np.asarray(correct, dtype=bool)
@@ -33,7 +34,7 @@ def write_run(sweep: Path, name: str, correct, *, method: str = "finetune", k: i
         "test_acc": float(correct.mean()), "test_f1": float(correct.mean()), "chance": 0.5, "num_test": len(correct),
         "dev_acc": dev_acc, "dev_acc_start": dev_acc_start, "num_train": num_train, "num_dev": num_train,
         "label_budget": 2 * num_train,
-        "overrides": {"method": method, "regime.k": str(k), "seed": str(seed), **(overrides or {})},
+        "overrides": {"method": method, "regime.k": str(k), "seed": str(seed), **(overrides or {})}, **more,
     }
     (run / "metrics.json").write_text(json.dumps(metrics))
     if predictions:
@@ -41,6 +42,8 @@ def write_run(sweep: Path, name: str, correct, *, method: str = "finetune", k: i
                  "scores": [float(p == 0), float(p == 1)]} for i, (y, p) in enumerate(zip(labels, predicted))]
         rows += [{"split": "dev", "id": f"d{i}", "label": i % 2, "prediction": 0, "scores": [1.0, 0.0]}
                  for i in range(num_train)]
+        rows += [{"split": "heldout", "id": f"h{i}", "label": i % 2, "prediction": i % 2 if c else 1 - i % 2,
+                  "scores": [0.0, 0.0]} for i, c in enumerate(np.asarray(heldout if heldout is not None else [], bool))]
         (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return metrics
 
@@ -134,6 +137,101 @@ def test_no_training_candidate_wins_on_dev_and_reports_the_zero_shot_predictions
     selection = report["selection"].set_index("hyper-parameter")
     assert selection.loc["train or not", "chosen"] == "no training: 2, trained: 1"
     assert selection.loc["optimizer.lr", "chosen"] == "0.001: 0, 0.003: 1"
+
+
+def test_a_dev_accuracy_tie_goes_to_the_better_gold_label_log_probability(tmp_path):
+    write_run(tmp_path, "probe-k0", coin(0.7, 1), method="prompt_probe", k=0)
+    # Every trained candidate ties "no training" on dev accuracy; the dev sample's log-probability
+    # of the gold label decides: seed 0 trained (better), seed 1 no training (better), seed 2 the
+    # better of the two learning rates.
+    logprobs = {0: (-0.4, (-0.3, -0.9)), 1: (-0.4, (-0.5, -0.6)), 2: (-0.7, (-0.65, -0.6))}
+    for seed, (start, trained) in logprobs.items():
+        for lr, logprob in zip(("0.001", "0.003"), trained):
+            write_run(tmp_path, f"probe,lr={lr},seed={seed}", coin(0.9, seed), method="prompt_probe", seed=seed,
+                      dev_acc=0.75, dev_acc_start=0.75, dev_logprob=logprob, dev_logprob_start=start,
+                      overrides={"optimizer.lr": lr})
+    report = write_report(tmp_path, echo=False)
+    row = cell(report["table"], "prompt_probe", 4)
+    assert row.selected == "seed 0: optimizer.lr=0.001; seed 1: no training; seed 2: optimizer.lr=0.003"
+    assert "gold label on the dev sample" in report["md"].read_text()
+
+
+def test_recipe_rows_are_the_plain_mean_of_each_trained_setting(tmp_path):
+    runs = lr_sweep(tmp_path)
+    table = write_report(tmp_path, echo=False)["table"]
+    for lr in ("0.001", "0.003"):
+        row = cell(table, f"finetune · recipe (optimizer.lr={lr})", 4)
+        accs = [runs[(seed, lr)]["test_acc"] for seed in (0, 1, 2)]
+        assert row.kind == "recipe" and row.n == 3 and row.selected == ""
+        assert row.acc_mean == pytest.approx(np.mean(accs)) and row.acc_std == pytest.approx(np.std(accs, ddof=1))
+        assert row.ci_low < row.acc_mean < row.ci_high
+    assert cell(table, "finetune", 4).kind == "selected"
+    assert cell(table, "prompt", 0).kind == "selected" and not table.method.str.startswith("prompt ·").any()
+
+
+def test_a_lone_recipe_row_stands_beside_its_no_training_choice(tmp_path):
+    # prompt_finetune as configured (one setting) against "no training": its recipe row is the
+    # trained runs whatever the dev sample chose, and its comparisons pair it with zero-shot.
+    write_run(tmp_path, "prompt", coin(0.7, 1), method="prompt", k=0)
+    write_run(tmp_path, "pf-k0", coin(0.7, 1), method="prompt_finetune", k=0)
+    trained = {seed: write_run(tmp_path, f"pf-{seed}", coin(0.85, seed), method="prompt_finetune", seed=seed,
+                               dev_acc=0.5, dev_acc_start=0.75) for seed in (0, 1, 2)}
+    report = write_report(tmp_path, echo=False)
+    chosen, recipe = cell(report["table"], "prompt_finetune", 4), cell(report["table"], "prompt_finetune · recipe", 4)
+    assert chosen.selected == "seed 0: no training; seed 1: no training; seed 2: no training"
+    assert recipe.acc_mean == pytest.approx(np.mean([m["test_acc"] for m in trained.values()]))
+    compared = report["comparisons"].set_index(["method", "versus"])
+    assert compared.loc[("prompt_finetune · recipe", "zero-shot prompt"), "diff"] == pytest.approx(
+        recipe.acc_mean - coin(0.7, 1).mean())
+    assert ("prompt_finetune · recipe", "best other row") not in compared.index  # its own selected row is no peer
+
+
+def test_run_control_overrides_are_never_searched(tmp_path):
+    # The same candidate run once with +force=true and another logger, folders elsewhere: not a choice.
+    write_run(tmp_path, "a", coin(0.7, 0), dev_acc=0.5, overrides={"force": "true", "logger": "none"})
+    write_run(tmp_path, "b", coin(0.7, 1), seed=1, dev_acc=0.5, overrides={"output_dir": "/x", "logger": "csv",
+                                                                              "hydra.run.dir": "/y"})
+    write_run(tmp_path, "c", coin(0.7, 2), seed=2, dev_acc=0.5, overrides={"ckpt_path": "/z"})
+    report = write_report(tmp_path, echo=False)
+    assert report["selection"].empty and cell(report["table"], "finetune", 4).selected == ""
+    assert not report["table"].method.str.contains("recipe").any()
+
+
+def test_the_bootstrap_resamples_split_seeds(tmp_path):
+    # Seeds that disagree completely (all right, all wrong), examples within a seed that agree:
+    # over examples alone the CI would be a point; over seeds it spans nearly everything.
+    for seed, right in ((0, True), (1, False), (2, True), (3, False)):
+        write_run(tmp_path, f"s{seed}", np.full(N, right), seed=seed, dev_acc=0.5)
+    row = cell(write_report(tmp_path, echo=False)["table"], "finetune", 4)
+    assert row.acc_mean == 0.5 and row.ci_low <= 0.25 and row.ci_high >= 0.75
+
+
+def test_selection_regret_reads_only_the_heldout_pool(tmp_path):
+    heldout = {"0.001": np.arange(300) % 10 < 6, "0.003": np.arange(300) % 10 < 8}  # pool accuracy 0.6 / 0.8
+    write_run(tmp_path, "prompt", coin(0.6, 99), method="prompt", k=0, heldout=np.arange(300) % 2 == 0)
+    dev = {0: ("0.001", "0.003"), 1: ("0.003", "0.001"), 2: ("0.001", "0.003")}  # seed -> (dev winner, loser)
+    for seed, (win, lose) in dev.items():
+        for lr, d in ((win, 0.75), (lose, 0.5)):
+            write_run(tmp_path, f"lr={lr},seed={seed}", coin(0.7, seed), seed=seed, dev_acc=d, heldout=heldout[lr],
+                      overrides={"optimizer.lr": lr})
+    first = write_report(tmp_path, echo=False)
+    row = cell(first["table"], "finetune", 4)
+    # seeds 0 and 2 chose 0.001 (0.2 below the pool's best), seed 1 chose the best
+    assert row.regret == pytest.approx(0.4 / 3) and row.heldout_n == 300
+    assert 0 <= row.regret_low < row.regret < row.regret_high
+    assert "## Selection regret" in first["md"].read_text()
+    # Test labels and predictions, and dev rows, are not what the regret reads
+    for run in tmp_path.glob("*/predictions.jsonl"):
+        rows = [json.loads(line) for line in run.read_text().splitlines()]
+        for r in rows:
+            if r["split"] in ("test", "dev"):
+                r["label"] = 1 - r["label"]
+        run.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        metrics = json.loads((run.parent / "metrics.json").read_text())
+        metrics["test_acc"] = float(np.mean([r["label"] == r["prediction"] for r in rows if r["split"] == "test"]))
+        (run.parent / "metrics.json").write_text(json.dumps(metrics))
+    after = cell(write_report(tmp_path, echo=False)["table"], "finetune", 4)
+    assert after.regret == pytest.approx(row.regret) and after.acc_mean != pytest.approx(row.acc_mean)
 
 
 def test_no_training_is_left_out_without_the_k0_run_and_the_report_says_so(tmp_path):
@@ -255,7 +353,10 @@ def test_log_report_sends_what_report_md_shows_to_wandb(tmp_path, monkeypatch):
 
     log_report({"project": "p", "group": "g"}, tmp_path, report)
     assert logged.pop("finished") and logged.pop("report/plot") == str(tmp_path / "report.png")
-    assert set(logged) == {"report/table", "report/comparisons", "report/selection"}
+    assert set(logged) == {"report/table", "report/recipe", "report/regret", "report/comparisons", "report/selection"}
+    assert set(logged["report/recipe"].method) == {"finetune · recipe (optimizer.lr=0.001)",
+                                                   "finetune · recipe (optimizer.lr=0.003)"}
+    assert list(logged["report/regret"].method) == ["finetune"] and "regret" in logged["report/regret"]
     table = logged["report/table"]
     assert {"ci_low", "ci_high", "selected"} <= set(table.columns)
     empty = table.map(lambda v: v is pd.NA or (isinstance(v, float) and np.isnan(v)))

@@ -51,3 +51,29 @@ def test_zero_and_full():
 
 def test_ids_hash_is_order_free():
     assert ids_hash(["b", "a"]) == ids_hash(["a", "b"]) != ids_hash(["a", "c"])
+
+
+def test_the_heldout_pool_is_fixed_and_no_dev_sample_draws_from_it():
+    from shotlab.data.sampling import draw_sample
+    from shotlab.data.tasks import Split, Task
+
+    def split(name, n):
+        labels = np.arange(n) % 3
+        return Split([f"{name}{i}" for i in range(n)], [f"text {i}" for i in range(n)], labels)
+
+    task = Task("toy", ("a", "b", "c"), "{text}", (("a",), ("b",), ("c",)), split("tr", 300), split("va", 120),
+                split("te", 30))
+    pools = set()
+    for k in (0, 1, 4, 16, None):
+        for seed in (0, 1, 2):
+            sample = draw_sample(task, k, seed, heldout_size=40)
+            pools.add(tuple(sample.heldout.ids))
+            dev = set(sample.dev.ids) if sample.dev is not None else set()
+            assert not dev & set(sample.heldout.ids)
+            if k is None:  # full data: all of the validation split but the pool
+                assert len(dev) == 80
+    assert len(pools) == 1 and len(next(iter(pools))) == 40
+    assert sorted(np.bincount(draw_sample(task, 0, 0, heldout_size=40).heldout.labels).tolist()) == [13, 13, 14]
+    # at most half the validation split; 0 keeps none
+    assert len(draw_sample(task, 4, 0, heldout_size=500).heldout) == 60
+    assert draw_sample(task, 4, 0).heldout is None

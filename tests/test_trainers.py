@@ -31,7 +31,8 @@ def test_bf16_mixed_finetuning_runs_to_the_end(tmp_path):
     assert cfg.optimizer.optim.fused and cfg.trainer.gradient_clip_val
     result = run(cfg)
     assert result["status"] == "ok" and result["train_steps"] == 2
-    assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == result["num_test"] + result["num_dev"]
+    rows = (tmp_path / "predictions.jsonl").read_text().splitlines()
+    assert len(rows) == result["num_test"] + result["num_dev"] + result["num_heldout"]
 
 
 @pytest.mark.parametrize(
@@ -63,7 +64,7 @@ def test_two_process_cpu_ddp_writes_one_set_of_files_covering_every_example_once
     run_dir = tmp_path / "run"
     assert [p.relative_to(tmp_path) for p in tmp_path.rglob("metrics.json")] == [Path("run/metrics.json")]
     assert [p.relative_to(tmp_path) for p in tmp_path.rglob("predictions.jsonl")] == [Path("run/predictions.jsonl")]
-    assert not list(run_dir.glob("*.tmp"))
+    assert not list(run_dir.glob("*.tmp")) and not list(run_dir.glob(".*.part"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["num_test"] == 47 and metrics["train_steps"] == 4
 

@@ -99,6 +99,7 @@ def check_config(cfg: DictConfig) -> None:
     check_number(cfg, "regime.min_steps", 0, integer=True)
     check_number(cfg, "epochs", 1, integer=True)
     check_number(cfg, "validations", 1, integer=True)
+    check_number(cfg, "heldout_size", 0, integer=True)
     check_number(cfg, "task.test_size", 1, integer=True, none_ok=True)
     check_number(cfg, "head.hidden", 1, integer=True, none_ok=True)
     # Counts Lightning would take only to fail later (devices=0), or divide by (log_every_n_steps=0).

@@ -1,8 +1,10 @@
 """Per-example predictions: a run's label scores -> predictions.jsonl and the numbers in its
 metrics.json, so every number a run reports can be recomputed from its predictions file.
 
-predictions.jsonl, one object per line, test rows (in the test split's order) then dev rows:
-    {"split": "test" | "dev", "id": str, "label": gold int, "prediction": int, "scores": [float per label]}
+predictions.jsonl, one object per line, test rows (in the test split's order), then dev rows, then
+the rows of the validation split's held-out pool (which only the report's selection regret reads):
+    {"split": "test" | "dev" | "heldout", "id": str, "label": gold int, "prediction": int,
+     "scores": [float per label]}
 """
 
 from __future__ import annotations
@@ -36,23 +38,33 @@ def accuracy(scores: torch.Tensor, labels) -> float:
     return (scores.argmax(-1) == torch.as_tensor(labels)).float().mean().item()
 
 
+def gold_logprob(scores: torch.Tensor, labels) -> float:
+    """The mean log-probability of the gold label, the label scores read as logits (softmax over
+    the labels): the dev sample's continuous criterion, which breaks ties of its accuracy."""
+    logp = torch.log_softmax(scores.double(), -1)
+    return logp.gather(1, torch.as_tensor(labels).long().view(-1, 1)).mean().item()
+
+
 def sample_metrics(sample, scores: dict[str, torch.Tensor]) -> dict:
     """What metrics.json says of a run's scores: test accuracy, macro-F1 and confusion, dev accuracy
-    (None without a dev sample), the label budget (training + dev labels) and the test split's chance."""
+    and gold-label log-probability (None without a dev sample), the label budget (training + dev
+    labels), the test split's chance, and the size of the held-out pool it scored."""
     test, dev, classes = sample.test, sample.dev, sample.task.num_classes
     num_dev = len(dev) if dev is not None else 0
     return {**test_metrics(scores["test"], test.labels, classes),
             "dev_acc": accuracy(scores["dev"], dev.labels) if num_dev else None,
+            "dev_logprob": gold_logprob(scores["dev"], dev.labels) if num_dev else None,
+            "num_heldout": len(scores["heldout"]) if "heldout" in scores else 0,
             "num_train": len(sample.train), "num_dev": num_dev, "num_test": len(test),
             "label_budget": len(sample.train) + num_dev, "chance": max(test.class_counts(classes)) / len(test),
             "label_names": list(sample.task.label_names)}
 
 
 def write_predictions(path: Path, sample, scores: dict[str, torch.Tensor]) -> list[dict]:
-    """Write predictions.jsonl (test rows, then dev rows; only the writing process of a DDP run)
-    and return its rows."""
+    """Write predictions.jsonl (test rows, dev rows, held-out rows; only the writing process of a
+    DDP run) and return its rows."""
     rows = []
-    for name, split in (("test", sample.test), ("dev", sample.dev)):
+    for name, split in (("test", sample.test), ("dev", sample.dev), ("heldout", sample.heldout)):
         if name not in scores:
             continue
         predicted = scores[name].argmax(-1).tolist()

@@ -111,7 +111,8 @@ def finish_logger(logger, record: dict, result: dict, predictions: list[dict]) -
 
 def log_report(logger_cfg: dict, sweep_dir: Path, report: dict) -> None:
     """A summary run in the sweep's W&B group holding what report.md shows: the table of selected
-    runs with CIs, the paired comparisons, the selection summary and the plot."""
+    runs with CIs, the recipe rows beside it, the selection regret, the paired comparisons, the
+    selection summary and the plot."""
     import wandb
 
     def table(frame):  # W&B takes None for an empty cell, not pandas' NA (full data has no k) or NaN
@@ -122,6 +123,11 @@ def log_report(logger_cfg: dict, sweep_dir: Path, report: dict) -> None:
         project=logger_cfg.get("project", "shotlab"), group=logger_cfg.get("group"), job_type="report",
         name=f"report-{sweep_dir.name}", dir=str(sweep_dir), reinit="finish_previous",
     )
-    run.log({"report/table": table(report["table"]), "report/comparisons": table(report["comparisons"]),
+    rows = report["table"]
+    selected, recipe = rows[rows.kind == "selected"], rows[rows.kind != "selected"]
+    regret = selected[selected.selected != ""][["method", "regime", "k", "regret", "regret_low", "regret_high",
+                                                "heldout_n", "n"]]
+    run.log({"report/table": table(selected), "report/recipe": table(recipe), "report/regret": table(regret),
+             "report/comparisons": table(report["comparisons"]),
              "report/selection": table(report["selection"]), "report/plot": wandb.Image(str(report["png"]))})
     run.finish()

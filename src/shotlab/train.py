@@ -81,7 +81,7 @@ def run(cfg: DictConfig) -> dict:
 
     reset_peak_memory()
     task = load_task(OmegaConf.to_container(cfg.task, resolve=True))
-    sample = draw_sample(task, cfg.regime.k, cfg.seed, cfg.regime.per_class)
+    sample = draw_sample(task, cfg.regime.k, cfg.seed, cfg.regime.per_class, cfg.heldout_size)
     if cfg.get("force", False) and writes() and (out / "checkpoints").exists():
         shutil.rmtree(out / "checkpoints")  # +force=true redoes the run from scratch
     write_json(out / "split.json", sample.record())

@@ -67,6 +67,8 @@ class ShotDataModule(L.LightningDataModule):
         self.splits: dict[str, Split] = {"train": sample.train, "test": sample.test}
         if sample.dev is not None:
             self.splits["validation"] = sample.dev
+        if sample.heldout is not None:
+            self.splits["heldout"] = sample.heldout
         self._data: dict[str, list[dict]] = {}
         self.train_order = EpochShuffle(len(sample.train), self.shuffle_seed)
 
@@ -130,3 +132,7 @@ class ShotDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+    def heldout_dataloader(self) -> DataLoader:
+        """The validation split's held-out pool (scored for the report's selection regret only)."""
+        return self._loader("heldout", shuffle=False)

@@ -62,13 +62,27 @@ def ids_hash(ids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
 
 
+HELDOUT_SEED = 0  # the held-out pool is the same for every split seed, k and method
+
+
+def heldout_index(labels: np.ndarray, size: int) -> np.ndarray:
+    """Indices (sorted) of the validation split's held-out pool: `size` examples stratified over
+    the classes, drawn with HELDOUT_SEED, at most half the split (the rest is for dev samples)."""
+    size = min(size, len(labels) // 2)
+    return sample_k(labels, size, HELDOUT_SEED, per_class=False) if size > 0 else np.zeros(0, np.int64)
+
+
 @dataclass(frozen=True)
 class Sample:
-    """What one run may see: its training sample, its dev sample and the (fixed) test split.
+    """What one run may see: its training sample, its dev sample, the (fixed) test split, and the
+    validation split's held-out pool.
 
-    The dev sample is drawn from the validation split with the same split seed and the same
-    size as the training sample (k per class, fewer where a class is smaller); full-data runs
-    get the whole validation split; k=0 gets none. It selects checkpoints and hyper-parameters.
+    The held-out pool is a fixed part of the validation split (the same for every run) that no
+    dev sample draws from: the report scores every candidate on it to measure what a choice made
+    on the dev sample costs (selection regret). Nothing chooses on it. The dev sample is drawn
+    from the rest of the validation split with the same split seed and the same size as the
+    training sample (k per class, fewer where a class is smaller); full-data runs get all of the
+    rest; k=0 gets none. It selects checkpoints and hyper-parameters.
     """
 
     task: Task
@@ -76,6 +90,7 @@ class Sample:
     train: Split
     dev: Split | None
     test: Split
+    heldout: Split | None = None
 
     def record(self) -> dict:
         """What split.json holds: the chosen example ids and their hash."""
@@ -85,17 +100,23 @@ class Sample:
             "train_ids": self.train.ids,
             "train_hash": ids_hash(self.train.ids),
             "validation_ids": self.dev.ids if self.dev is not None else [],
+            "heldout_hash": ids_hash(self.heldout.ids) if self.heldout is not None else None,
             "test_hash": ids_hash(self.test.ids),
         }
 
 
-def draw_sample(task: Task, k: int | None, seed: int, per_class: bool = True) -> Sample:
-    """The run's sample, a pure function of (task, k, seed): k too large fails here, before any model loads."""
+def draw_sample(task: Task, k: int | None, seed: int, per_class: bool = True, heldout_size: int = 0) -> Sample:
+    """The run's sample, a pure function of (task, k, seed, heldout_size): k too large fails here,
+    before any model loads."""
     train = task.train.subset(sample_k(task.train.labels, k, seed, per_class, task.label_names))
+    pool = heldout_index(task.validation.labels, heldout_size)
+    rest = np.setdiff1d(np.arange(len(task.validation)), pool)
+    heldout = task.validation.subset(pool) if len(pool) else None
+    validation = task.validation.subset(rest)
     dev = None
     if k is None:
-        dev = task.validation
+        dev = validation
     elif k > 0:
-        dev_k = min(k, int(min(task.validation.class_counts(task.num_classes)))) if per_class else k
-        dev = task.validation.subset(sample_k(task.validation.labels, dev_k, seed, per_class, task.label_names))
-    return Sample(task, seed, train, dev, task.test)
+        dev_k = min(k, int(min(validation.class_counts(task.num_classes)))) if per_class else k
+        dev = validation.subset(sample_k(validation.labels, dev_k, seed, per_class, task.label_names))
+    return Sample(task, seed, train, dev, task.test, heldout)

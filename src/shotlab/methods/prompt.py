@@ -30,11 +30,13 @@ class Prompt(Method):
         scorer = LMScorer(job.backbone, task.template, task.verbalizer, token_reduce=self.token_reduce,
                           batch_size=job.cfg.eval_batch_size, text_tokens=job.cfg.max_length)
         t0 = time.perf_counter()
-        # Test and dev in one call: one demonstration prefix (and its KV cache) and one calibration
-        # serve both, so the dev sample scores exactly the classifier the test set sees.
-        dev = sample.dev.texts if sample.dev is not None else []
-        scored = scorer.score(list(sample.test.texts) + list(dev), demos, calibrate=self.calibrate)
-        n = len(sample.test)
-        scores = {"test": scored.scores[:n], **({"dev": scored.scores[n:]} if dev else {})}
+        # Every split in one call: one demonstration prefix (and its KV cache) and one calibration
+        # serve them all, so the dev sample and the held-out pool score exactly the test's classifier.
+        parts = {"test": sample.test, "dev": sample.dev, "heldout": sample.heldout}
+        parts = {name: split for name, split in parts.items() if split is not None and len(split)}
+        scored = scorer.score([t for split in parts.values() for t in split.texts], demos, calibrate=self.calibrate)
+        scores, start = {}, 0
+        for name, split in parts.items():
+            scores[name], start = scored.scores[start : start + len(split)], start + len(split)
         return Outcome(scores, {"train_seconds": 0.0, "eval_seconds": time.perf_counter() - t0,
                                 "num_demonstrations": scored.num_demonstrations})

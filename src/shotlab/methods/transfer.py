@@ -7,8 +7,9 @@ the k-shot sample with GPT-1's recipe; the best checkpoint on the dev sample sco
     prompt_finetune   every weight, prompt-formatted text, head = the zero-shot verbalizer rows
     prompt_probe      frozen backbone, prompt-formatted text (cached features), head = the verbalizer rows
 
-The prompt-aware ones start as the zero-shot classifier: they record its dev accuracy before
-training (`dev_acc_start`), so the report can choose "no training" on the dev sample.
+The prompt-aware ones start as the zero-shot classifier: they record its dev accuracy and gold
+log-probability before training (`dev_acc_start`, `dev_logprob_start`), so the report can choose
+"no training" on the dev sample.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from shotlab import ShotlabError
 from shotlab.config import check_value
 from shotlab.methods.base import Job, Method, Outcome
-from shotlab.predictions import accuracy
+from shotlab.predictions import accuracy, gold_logprob
 
 TRAINS = ("all", "head", "lora")
 
@@ -109,9 +110,10 @@ class Transfer(Method):
         t0 = time.perf_counter()
         data.setup()
         extra = {}
-        if self.starts_zero_shot and has_dev:  # the untrained classifier's dev accuracy: "no training"
-            extra["dev_acc_start"] = accuracy(_predict(trainer, model, data.val_dataloader(), len(sample.dev)),
-                                              sample.dev.labels)
+        if self.starts_zero_shot and has_dev:  # the untrained classifier on the dev sample: "no training"
+            start = _predict(trainer, model, data.val_dataloader(), len(sample.dev))
+            extra["dev_acc_start"] = accuracy(start, sample.dev.labels)
+            extra["dev_logprob_start"] = gold_logprob(start, sample.dev.labels)
         trained = len(sample.train) > 0  # k=0 (a zero-shot head): nothing trains
         if trained:
             resume = hpc_checkpoints(out)  # a requeued SLURM job goes on from where it stopped
@@ -127,6 +129,8 @@ class Transfer(Method):
         scores = {"test": _predict(trainer, model, data.test_dataloader(), len(sample.test))}
         if has_dev:
             scores["dev"] = _predict(trainer, model, data.val_dataloader(), len(sample.dev))
+        if sample.heldout is not None and len(sample.heldout):
+            scores["heldout"] = _predict(trainer, model, data.heldout_dataloader(), len(sample.heldout))
         return Outcome(scores, {**extra, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t0,
                                 "train_steps": trainer.global_step,
                                 "best_checkpoint": str(checkpoint.path) if trained else ""})

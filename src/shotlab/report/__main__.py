@@ -1,0 +1,5 @@
+"""python -m shotlab.report <sweep folder>"""
+
+from shotlab.report import main
+
+main()

@@ -1,0 +1,146 @@
+"""report.md and report.png from the tables."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from shotlab.report.runs import regime_label, regime_order
+from shotlab.report.selection import NO_TRAINING, RECIPE, TIE_ORDER
+from shotlab.report.stats import BOOTSTRAP_REPS
+
+
+def _ci(low: float, high: float, fmt: str = ".3f") -> str:
+    return f" [{low:{fmt}}, {high:{fmt}}]" if not math.isnan(low) else ""
+
+
+def markdown(table: pd.DataFrame, selection: pd.DataFrame, compared: pd.DataFrame, budget: pd.DataFrame,
+             others: list[dict], notes: list[str]) -> str:
+    """Sections: the table, comparisons, selection, label budget, runs not in the table."""
+    out = []
+    if len(table):
+        cells = table.assign(
+            column=[regime_label(r, k) for r, k in zip(table.regime, table.k)],
+            cell=[f"{m:.3f} ± {s:.3f}{_ci(lo, hi)} (n={n})"
+                  for m, s, lo, hi, n in zip(table.acc_mean, table.acc_std, table.ci_low, table.ci_high, table.n)])
+        regimes = sorted(set(zip(table.regime, table.k)), key=lambda rk: regime_order(*rk))
+        columns = list(dict.fromkeys(regime_label(r, k) for r, k in regimes))
+        wide = cells.pivot(index="method", columns="column", values="cell").reindex(columns=columns).fillna("–")
+        out += [wide.reset_index().to_markdown(index=False), "",
+                "Test accuracy, mean ± std over split seeds "
+                f"[95 % bootstrap CI over split seeds and test examples, B={BOOTSTRAP_REPS}] (n = split seeds); "
+                f"chance (majority class) {table.chance.max():.3f}. A method's own row holds the runs selected on "
+                f"the dev sample (what a practitioner with this label budget would pick); `<method> · {RECIPE}` "
+                "rows hold the same method as configured and trained, with no selection (what the method does; "
+                "one row per setting where the sweep searched several)."]
+        no_ci = table[table.ci_low.isna()]
+        if len(no_ci):
+            out.append("No CI for " + ", ".join(f"{m} at {regime_label(r, k)}" for m, r, k in
+                                                 zip(no_ci.method, no_ci.regime, no_ci.k))
+                       + ": a selected run has no predictions.jsonl (an older run); mean ± std only.")
+    else:
+        out.append("No finished runs.")
+
+    out += ["", "## Comparisons", "",
+            "Mean test-accuracy difference of a row against the zero-shot prompt (same backbone) and against "
+            "the best other row at the same k (best by mean accuracy in the table above: a description, not a "
+            "model choice), paired over the same split seeds and test examples, with a 95 % paired bootstrap CI. "
+            "* marks a CI that excludes 0.", ""]
+    if len(compared):
+        shown = pd.DataFrame({
+            "method": compared.method, "k": [regime_label(r, k) for r, k in zip(compared.regime, compared.k)],
+            "versus": [f"{v}: {o}" for v, o in zip(compared.versus, compared.other)],
+            "Δ accuracy [95 % CI]": [f"{d:+.3f}{_ci(lo, hi, '+.3f')}{' *' if x else ''}" for d, lo, hi, x in
+                                     zip(compared["diff"], compared.ci_low, compared.ci_high, compared.excludes_zero)],
+            "n": compared.n})
+        out.append(shown.to_markdown(index=False))
+    else:
+        out.append("Nothing to compare (no k>0 or full-data cell with a reference in this sweep).")
+
+    out += ["", "## Selection", "",
+            "Runs that differ only in the sweep's hyper-parameters are candidates for one (row, k, split seed); "
+            "the one with the best dev-sample accuracy is reported (LM-BFF). Run-control overrides (+force, "
+            "logger, paths) are never candidates' hyper-parameters. Methods that start from the "
+            f'zero-shot classifier also have the candidate "{NO_TRAINING}" (its dev accuracy and gold-label '
+            f"log-probability before training, its test predictions those of the method's k=0 run). "
+            f"Ties of dev accuracy: {TIE_ORDER}.", ""]
+    if len(selection):
+        shown = selection.assign(k=[regime_label(r, k) for r, k in zip(selection.regime, selection.k)])
+        out.append(shown.drop(columns="regime").rename(columns={"chosen": "times chosen"}).to_markdown(index=False))
+    else:
+        out.append("Nothing to select: each (row, k, split seed) has a single run.")
+    out += [f"- {note}" for note in notes]
+
+    out += ["", "## Selection regret", "",
+            "What the dev sample's choice costs: every candidate is also scored on the validation split's "
+            "held-out pool, examples that no dev sample draws from and nothing chooses on (never the test "
+            "split). Regret is the pool accuracy of the candidate best on the pool minus that of the dev "
+            "sample's choice, averaged over split seeds, with a 95 % bootstrap CI over seeds and pool "
+            "examples (the best candidate is picked on the same pool, so the regret leans high by its own "
+            "noise). 0 means the few labels chose as well as the pool would have.", ""]
+    chosen_rows = table[(table.kind == "selected") & (table.selected != "")] if len(table) else table
+    if len(chosen_rows):
+        shown = pd.DataFrame({
+            "method": chosen_rows.method, "k": [regime_label(r, k) for r, k in zip(chosen_rows.regime, chosen_rows.k)],
+            "regret [95 % CI]": [f"{d:.3f}{_ci(lo, hi)}" if not math.isnan(d) else "– (no held-out predictions)"
+                                 for d, lo, hi in zip(chosen_rows.regret, chosen_rows.regret_low, chosen_rows.regret_high)],
+            "held-out examples": chosen_rows.heldout_n, "n": chosen_rows.n})
+        out.append(shown.to_markdown(index=False))
+    else:
+        out.append("No selection was made, so nothing was lost to one.")
+
+    out += ["", "## Label budget", "",
+            "Labels a run may see: k per class to train plus the dev sample (same size, same split seed), which "
+            "selects hyper-parameters, checkpoints and whether to train. Test labels are read only to score the "
+            "selected runs.", ""]
+    out.append(budget.to_markdown(index=False) if len(budget) else "No finished runs.")
+
+    if others:
+        skipped = Counter(o["reason"] for o in others if o["status"] == "skipped")
+        out += ["", "## Not in the table", ""]
+        out += [f"- {n} run{'s' if n > 1 else ''} skipped: {reason}" for reason, n in sorted(skipped.items())]
+        out += [f"- {o['run']}: {o['status']} — {o['reason']}" for o in others if o["status"] != "skipped"]
+    return "\n".join(out)
+
+
+def plot(table: pd.DataFrame, path: Path, title: str = "") -> None:
+    """Accuracy against k (log axis), one line per row with its 95 % CI band; zero-shot and
+    full-data scores as horizontal references (CI as a light band); chance dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = dict(zip(sorted(table.method.unique()), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
+    few = table[table.k.notna() & (table.k > 0)]
+    for method, part in few.groupby("method"):
+        part = part.sort_values("k")
+        ci = [part.acc_mean - part.ci_low, part.ci_high - part.acc_mean]  # NaN (no CI): no bar, no band
+        recipe = RECIPE in method  # a recipe row: dashed, a lighter band, beside its selected row
+        ax.errorbar(part.k, part.acc_mean, yerr=ci, marker="o", capsize=3, color=colors[method], label=method,
+                    ls="--" if recipe else "-")
+        ax.fill_between(part.k, part.ci_low, part.ci_high, color=colors[method], alpha=0.07 if recipe else 0.15)
+    for regime, style in (("zero", ":"), ("full", "-.")):
+        for _, row in table[table.regime == regime].iterrows():
+            name = "zero-shot" if regime == "zero" else "full data"
+            ax.axhline(row.acc_mean, color=colors[row.method], ls=style, lw=1.4, label=f"{row.method} {name}")
+            if not math.isnan(row.ci_low):
+                ax.axhspan(row.ci_low, row.ci_high, color=colors[row.method], alpha=0.06)
+    if len(table):
+        ax.axhline(table.chance.max(), color="gray", ls="--", lw=1, label="chance")
+    if len(few):
+        ax.set_xscale("log")
+        ks = sorted(few.k.unique())
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xticks([], minor=True)  # a short log axis labels its minor ticks (2x10^0, ...) otherwise
+    ax.set_xlabel("labelled examples per class (k)")
+    ax.set_ylabel("test accuracy (95 % CI)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
