@@ -77,11 +77,16 @@ def select(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     zero_shot = {(r["task"], r["backbone"], r["method_label"], r["init_from"]): r
                  for r in runs[runs.k.eq(0).fillna(False) & runs.seed.eq(0)].to_dict("records")}
     chosen, notes = [], []
+    # The hyper-parameters searched are those the cell's runs vary, over all its split seeds, so a
+    # seed whose sweep is not finished still names its candidates (and recipe rows) the same way.
+    searched_keys = {}
+    for key, part in runs.groupby(GROUP, dropna=False, sort=True):
+        values = pd.DataFrame([{k: str(v) for k, v in o.items()} for o in part.overrides])
+        searched_keys[key] = sorted(c for c in values.columns if _searchable(c) and values[c].nunique(dropna=False) > 1)
     for key, group in runs.groupby([*GROUP, "seed"], dropna=False, sort=True):
         cell = {**cell_key(key[:-1]), "seed": key[-1]}
         records = group.sort_values("run").to_dict("records")
-        values = pd.DataFrame([{k: str(v) for k, v in r["overrides"].items()} for r in records])
-        keys = sorted(c for c in values.columns if _searchable(c) and values[c].nunique(dropna=False) > 1)
+        keys = searched_keys[key[:-1]]
         candidates = []
         for r in records:
             setting = {k: str(r["overrides"].get(k, "")) for k in keys}
