@@ -1,11 +1,12 @@
 """Linear probe sweep (5 split seeds x k in {1, 4, 16}) with the on-disk feature cache
 against the same sweep recomputing the frozen backbone in every run, in one process.
 
-    .venv/bin/python scripts/bench_linear_probe.py [--backbone smollm2-135m] [--test-size 100] [--min-steps 0] [--seeds 5]
+    .venv/bin/python scripts/bench_linear_probe.py [--backbone smollm2-135m] [--test-size 100] [--min-steps 30] [--seeds 5]
 
 --min-steps sets method.min_steps (default: the method's own, 300). Recomputing runs the backbone
 at every step, so the default makes the recompute side long (each k=16 run ~300 forwards of 16
-sentences); --min-steps 0 trains for the regime's 30 steps and took 12 min 51 s here.
+sentences); --min-steps 30 trains 30 steps a run (measured as --min-steps 0 when a method's min_steps
+only raised the regime's 30: 12 min 51 s here).
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def test_prompt_probe_at_k0_predicts_exactly_as_prompt(tmp_path, monkeypatch):
 @pytest.mark.parametrize("method", ["prompt", "prompt_probe", "linear_probe", "finetune"])
 def test_predictions_file_gives_the_metrics(tmp_path, monkeypatch, method):
     monkeypatch.setenv("SHOTLAB_FEATURES", str(tmp_path / "features"))
-    steps = ["regime.min_steps=2"] + (["method.min_steps=0"] if method != "prompt" else [])
+    steps = ["regime.min_steps=2"] + (["method.min_steps=null"] if method != "prompt" else [])
     result = run(make_cfg(tmp_path, f"method={method}", "regime.k=2", *steps))
     test, dev = _predictions(tmp_path), _predictions(tmp_path, "dev")
     assert len(test) == result["num_test"] == 64 and len(dev) == result["num_dev"] == 4
@@ -108,7 +108,7 @@ def test_prompt_probe_learns_from_its_zero_shot_start(tmp_path, monkeypatch):
 
     monkeypatch.setenv("SHOTLAB_FEATURES", str(tmp_path / "features"))
     result = run(make_cfg(tmp_path, "method=prompt_probe", "regime.k=4", "method.min_steps=20"))
-    assert result["status"] == "ok" and result["train_steps"] == 30 and 0 <= result["dev_acc_start"] <= 1
+    assert result["status"] == "ok" and result["train_steps"] == 20 and 0 <= result["dev_acc_start"] <= 1
     rows = tiny().lm.get_output_embeddings().weight[[4633, 3967]]  # " negative", " positive"
     trained = torch.load(result["best_checkpoint"], weights_only=False)["state_dict"]["head.proj.weight"]
     assert not torch.allclose(trained, rows) and torch.allclose(trained, rows, atol=0.5)

@@ -237,8 +237,8 @@ def test_k_too_large_fails_before_any_model_loads(tmp_path, synthetic_csv):
         run(cfg)
 
 
-@pytest.mark.parametrize(("regime_steps", "method_steps", "steps"), [(5, 12, 12), (9, 0, 9), (0, 0, 3)])
-def test_training_runs_the_larger_of_regime_and_method_min_steps(tmp_path, synthetic_csv, regime_steps, method_steps, steps):
+@pytest.mark.parametrize(("regime_steps", "method_steps", "steps"), [(5, 12, 12), (9, "null", 9), (9, 0, 3), (30, 5, 5)])
+def test_a_methods_min_steps_takes_the_place_of_the_regimes(tmp_path, synthetic_csv, regime_steps, method_steps, steps):
     # k=2/class: 4 examples, one batch an epoch, 3 epochs -> 3 steps unless a min_steps asks for more
     cfg = synthetic(tmp_path, synthetic_csv, "regime=few", "regime.k=2", "epochs=3", "validations=3", "method=linear_probe",
                     f"regime.min_steps={regime_steps}", f"method.min_steps={method_steps}")

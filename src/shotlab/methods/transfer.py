@@ -36,14 +36,14 @@ class Transfer(Method):
     reads_prompt = False  # True: texts are formatted with the task's template, pooled at its last token
 
     def __init__(self, name: str, trains: str = "all", lm_loss_weight: float = 0.0, backbone_lr_scale: float = 1.0,
-                 layer_decay: float = 1.0, min_steps: int = 0):
+                 layer_decay: float = 1.0, min_steps: int | None = None):
         super().__init__(name)
         if trains not in TRAINS:
             raise ShotlabError(f"method.trains must be one of {TRAINS}, got {trains!r}")
         check_value("method.lm_loss_weight", lm_loss_weight, 0)
         check_value("method.backbone_lr_scale", backbone_lr_scale, 0)
         check_value("method.layer_decay", layer_decay, 0, 1)
-        check_value("method.min_steps", min_steps, 0, integer=True)
+        check_value("method.min_steps", min_steps, 0, integer=True, none_ok=True)
         self.trains, self.lm_loss_weight, self.min_steps = trains, lm_loss_weight, min_steps
         self.backbone_lr_scale, self.layer_decay = backbone_lr_scale, layer_decay
 
@@ -87,7 +87,10 @@ class Transfer(Method):
         has_dev = sample.dev is not None and len(sample.dev) > 0
         checkpoint = BestWeights(out / "checkpoints" / ("best.ckpt" if has_dev else "last.ckpt"),
                                  monitor="val/acc" if has_dev else None, full=cfg.checkpoint_optimizer)
-        steps = max(cfg.regime.min_steps, self.min_steps, cfg.epochs * math.ceil(len(sample.train) / cfg.batch_size), 1)
+        # A method that knows how long it should train says so (method.min_steps); the others
+        # train at least the regime's min_steps.
+        floor = cfg.regime.min_steps if self.min_steps is None else self.min_steps
+        steps = max(floor, cfg.epochs * math.ceil(len(sample.train) / cfg.batch_size), 1)
         # Small samples repeat their few batches for min_steps; validate `validations` times in
         # all, evenly spaced in steps, rather than after every (one-batch) epoch.
         callbacks = [checkpoint, ResumeOnSlurm(), *(instantiate(c) for c in (cfg.get("callbacks") or {}).values())]
