@@ -114,7 +114,7 @@ def plot(table: pd.DataFrame, path: Path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     colors = dict(zip(sorted(table.method.unique()), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
     few = table[table.k.notna() & (table.k > 0)]
     for method, part in few.groupby("method"):
@@ -125,9 +125,13 @@ def plot(table: pd.DataFrame, path: Path, title: str = "") -> None:
                     ls="--" if recipe else "-")
         ax.fill_between(part.k, part.ci_low, part.ci_high, color=colors[method], alpha=0.07 if recipe else 0.15)
     for regime, style in (("zero", ":"), ("full", "-.")):
-        for _, row in table[table.regime == regime].iterrows():
-            name = "zero-shot" if regime == "zero" else "full data"
-            ax.axhline(row.acc_mean, color=colors[row.method], ls=style, lw=1.4, label=f"{row.method} {name}")
+        name = "zero-shot" if regime == "zero" else "full data"
+        # Rows with the same score (prompt_probe's and prompt_finetune's k=0 runs are the zero-shot
+        # prompt) share one line, named after all of them.
+        for _, same in table[table.regime == regime].groupby(["acc_mean", "ci_low", "ci_high"], dropna=False):
+            row = same.iloc[0]
+            label = f"{name}: {', '.join(sorted(same.method))}"
+            ax.axhline(row.acc_mean, color=colors[row.method], ls=style, lw=1.4, label=label)
             if not math.isnan(row.ci_low):
                 ax.axhspan(row.ci_low, row.ci_high, color=colors[row.method], alpha=0.06)
     if len(table):
@@ -140,7 +144,7 @@ def plot(table: pd.DataFrame, path: Path, title: str = "") -> None:
     ax.set_xlabel("labelled examples per class (k)")
     ax.set_ylabel("test accuracy (95 % CI)")
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes, off the data
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
