@@ -23,7 +23,7 @@ def markdown(table: pd.DataFrame, selection: pd.DataFrame, compared: pd.DataFram
     out = []
     if len(table):
         cells = table.assign(
-            column=[regime_label(r, k) for r, k in zip(table.regime, table.k)],
+            column=_k_labels(table),
             cell=[f"{m:.3f} ± {s:.3f}{_ci(lo, hi)} (n={n})"
                   for m, s, lo, hi, n in zip(table.acc_mean, table.acc_std, table.ci_low, table.ci_high, table.n)])
         regimes = sorted(set(zip(table.regime, table.k)), key=lambda rk: regime_order(*rk))
@@ -51,7 +51,7 @@ def markdown(table: pd.DataFrame, selection: pd.DataFrame, compared: pd.DataFram
             "* marks a CI that excludes 0.", ""]
     if len(compared):
         shown = pd.DataFrame({
-            "method": compared.method, "k": [regime_label(r, k) for r, k in zip(compared.regime, compared.k)],
+            "method": compared.method, "k": _k_labels(compared),
             "versus": [f"{v}: {o}" for v, o in zip(compared.versus, compared.other)],
             "Δ accuracy [95 % CI]": [f"{d:+.3f}{_ci(lo, hi, '+.3f')}{' *' if x else ''}" for d, lo, hi, x in
                                      zip(compared["diff"], compared.ci_low, compared.ci_high, compared.excludes_zero)],
@@ -68,7 +68,7 @@ def markdown(table: pd.DataFrame, selection: pd.DataFrame, compared: pd.DataFram
             f"log-probability before training, its test predictions those of the method's k=0 run). "
             f"Ties of dev accuracy: {TIE_ORDER}.", ""]
     if len(selection):
-        shown = selection.assign(k=[regime_label(r, k) for r, k in zip(selection.regime, selection.k)])
+        shown = selection.assign(k=_k_labels(selection))
         out.append(shown.drop(columns="regime").rename(columns={"chosen": "times chosen"}).to_markdown(index=False))
     else:
         out.append("Nothing to select: each (row, k, split seed) has a single run.")
@@ -84,7 +84,7 @@ def markdown(table: pd.DataFrame, selection: pd.DataFrame, compared: pd.DataFram
     chosen_rows = table[(table.kind == "selected") & (table.selected != "")] if len(table) else table
     if len(chosen_rows):
         shown = pd.DataFrame({
-            "method": chosen_rows.method, "k": [regime_label(r, k) for r, k in zip(chosen_rows.regime, chosen_rows.k)],
+            "method": chosen_rows.method, "k": _k_labels(chosen_rows),
             "regret [95 % CI]": [f"{d:.3f}{_ci(lo, hi)}" if not math.isnan(d) else "– (no held-out predictions)"
                                  for d, lo, hi in zip(chosen_rows.regret, chosen_rows.regret_low, chosen_rows.regret_high)],
             "held-out examples": chosen_rows.heldout_n, "n": chosen_rows.n})
@@ -104,6 +104,11 @@ def markdown(table: pd.DataFrame, selection: pd.DataFrame, compared: pd.DataFram
         out += [f"- {n} run{'s' if n > 1 else ''} skipped: {reason}" for reason, n in sorted(skipped.items())]
         out += [f"- {o['run']}: {o['status']} — {o['reason']}" for o in others if o["status"] != "skipped"]
     return "\n".join(out)
+
+
+def _k_labels(frame: pd.DataFrame) -> list[str]:
+    """The regime column as the report prints it ("few (k=16)", "zero", ...)."""
+    return [regime_label(r, k) for r, k in zip(frame.regime, frame.k)]
 
 
 def plot(table: pd.DataFrame, path: Path, title: str = "") -> None:
