@@ -19,9 +19,10 @@ N = 200  # test examples
 
 def write_run(sweep: Path, name: str, correct, *, method: str = "finetune", k: int | None = 4, seed: int = 0,
               dev_acc: float | None = None, dev_acc_start: float | None = None, overrides: dict | None = None,
-              labels=None, predictions: bool = True, heldout=None, **more) -> dict:
+              labels=None, predictions: bool = True, heldout=None, evals: dict | None = None, **more) -> dict:
     """A run folder as train.run writes it: .hydra/, metrics.json and predictions.jsonl (with the
-    held-out pool's rows when `heldout`, their 0/1 correctness, is given); `more` goes into metrics.json."""
+    held-out pool's rows when `heldout`, their 0/1 correctness, is given, and each eval task's rows
+    and metrics for `evals`, task -> 0/1 correctness); `more` goes into metrics.json."""
     run = sweep / name
     (run / ".hydra").mkdir(parents=True)
     correct = np.asarray(correct, dtype=bool)
@@ -36,6 +37,10 @@ def write_run(sweep: Path, name: str, correct, *, method: str = "finetune", k: i
         "label_budget": 2 * num_train,
         "overrides": {"method": method, "regime.k": str(k), "seed": str(seed), **(overrides or {})}, **more,
     }
+    evals = {name: np.asarray(c, dtype=bool) for name, c in (evals or {}).items()}
+    if evals:
+        metrics["eval"] = {name: {"test_acc": float(c.mean()), "test_f1": float(c.mean()), "chance": 0.5,
+                                  "num_test": len(c)} for name, c in evals.items()}
     (run / "metrics.json").write_text(json.dumps(metrics))
     if predictions:
         rows = [{"split": "test", "id": f"t{i}", "label": int(y), "prediction": int(p),
@@ -44,6 +49,8 @@ def write_run(sweep: Path, name: str, correct, *, method: str = "finetune", k: i
                  for i in range(num_train)]
         rows += [{"split": "heldout", "id": f"h{i}", "label": i % 2, "prediction": i % 2 if c else 1 - i % 2,
                   "scores": [0.0, 0.0]} for i, c in enumerate(np.asarray(heldout if heldout is not None else [], bool))]
+        rows += [{"split": f"eval:{name}", "id": f"{name}{i}", "label": i % 2, "prediction": i % 2 if c else 1 - i % 2,
+                  "scores": [0.0, 0.0]} for name, cs in evals.items() for i, c in enumerate(cs)]
         (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return metrics
 
@@ -363,3 +370,37 @@ def test_log_report_sends_what_report_md_shows_to_wandb(tmp_path, monkeypatch):
     assert not empty.any().any()  # W&B tables take None, not pandas' NA or NaN, for an empty cell
     assert len(logged["report/comparisons"]) == len(report["comparisons"]) > 0
     assert len(logged["report/selection"]) == 1
+    # a sweep with eval tasks also logs the out-of-domain table and its comparisons
+    logged.clear()
+    write_run(tmp_path, "ood-prompt", coin(0.6, 5), method="prompt", k=0, seed=1, evals={"news": coin(0.7, 6)})
+    report = write_report(tmp_path, echo=False)
+    log_report({"project": "p", "group": "g"}, tmp_path, report)
+    assert list(logged["report/ood"].eval_task) == ["news"] and len(logged["report/ood_comparisons"]) == 0
+
+
+def test_out_of_domain_rows_are_the_same_choices_scored_on_the_eval_tasks(tmp_path):
+    # finetune at k=4, 3 seeds x 2 learning rates; dev picks 0.001 on seeds 0 and 2, 0.003 on seed 1.
+    # Out of domain the loser would be better: the table must still show the dev sample's choices.
+    ood_p = {"0.001": 0.55, "0.003": 0.9}
+    write_run(tmp_path, "prompt", coin(0.6, 99), method="prompt", k=0, evals={"news": coin(0.7, 98)})
+    dev = {(0, "0.001"): 0.75, (0, "0.003"): 0.5, (1, "0.001"): 0.5, (1, "0.003"): 0.625,
+           (2, "0.001"): 0.875, (2, "0.003"): 0.75}
+    ood = {key: coin(ood_p[key[1]], 7 * key[0] + len(key[1])) for key in dev}
+    for (seed, lr), d in dev.items():
+        write_run(tmp_path, f"lr={lr},seed={seed}", coin(0.7, seed), seed=seed, dev_acc=d,
+                  overrides={"optimizer.lr": lr}, evals={"news": ood[(seed, lr)]})
+    report = write_report(tmp_path, echo=False)
+    chosen = [ood[(0, "0.001")], ood[(1, "0.003")], ood[(2, "0.001")]]
+    row = cell(report["ood"][report["ood"].kind == "selected"], "finetune", 4)
+    assert row.acc_mean == pytest.approx(np.mean([c.mean() for c in chosen])) and row.eval_task == "news"
+    assert row.ci_low < row.acc_mean < row.ci_high
+    assert cell(report["ood"], "prompt", 0).acc_mean == pytest.approx(coin(0.7, 98).mean())
+    versus = report["ood_comparisons"]
+    zero = versus[(versus.method == "finetune") & (versus.versus == "zero-shot prompt")].iloc[0]
+    assert zero["diff"] == pytest.approx(np.mean([c.mean() for c in chosen]) - coin(0.7, 98).mean())
+    md = (tmp_path / "report.md").read_text()
+    assert "## Out of domain" in md and "### news" in md
+    assert pd.read_csv(tmp_path / "report_ood.csv").eval_task.unique().tolist() == ["news"]
+    # in domain nothing changed
+    assert cell(report["table"][report["table"].kind == "selected"], "finetune", 4).acc_mean == pytest.approx(
+        np.mean([coin(0.7, s).mean() for s in range(3)]))

@@ -125,15 +125,19 @@ def test_wandb_offline_logs_every_job_of_a_sweep(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
     sweep = tmp_path / "sweep"
-    finish(multirun(sweep, "logger=wandb", "sweep_name=wandb-test", "regime.k=2", "method=linear_probe", "seed=0,1"))
-    found = {}
+    finish(multirun(sweep, "logger=wandb", "sweep_name=wandb-test", "regime.k=2", "method=linear_probe", "seed=0,1",
+                    "eval_tasks=[product_sentiment]"))
+    found, out_of_domain = {}, {}
     for run_dir in sweep.glob("*/wandb/offline-run-*"):
         config, summary, run = wandb_records(run_dir)
         assert run["run_group"] == "wandb-test" and run["job_type"] == "linear_probe"
         assert (config["method"], config["regime"], config["k"]) == ("linear_probe", "few", 2)
         found[config["seed"]] = summary["final/test_acc"]
+        out_of_domain[config["seed"]] = summary["final/eval/product_sentiment/test_acc"]
     runs = {m["seed"]: m["test_acc"] for m in metrics(sweep).values()}
     assert found == pytest.approx(runs) and set(found) == {0, 1}
+    scored = {m["seed"]: m["eval"]["product_sentiment"]["test_acc"] for m in metrics(sweep).values()}
+    assert out_of_domain == pytest.approx(scored)
     reports = list(sweep.glob("wandb/offline-run-*"))
     logged = wandb_records(reports[0])[1]
     assert reports and logged["report/table"]["_type"] == "table-file" and logged["report/plot"]["_type"] == "image-file"

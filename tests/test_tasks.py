@@ -19,6 +19,10 @@ SIZES = {
         "train": [8483, 3360, 2957, 4095], "validation": [1060, 420, 370, 512], "test": [1060, 420, 370, 512]
     },
     "rt_review_or_plot": {"train": [5894, 4308, 867], "validation": [737, 538, 108], "test": [737, 538, 108]},
+    # out of domain for movie_sentiment: the same labels (negative, positive)
+    "product_sentiment": {"train": [1038, 1475], "validation": [130, 184], "test": [130, 184]},
+    "tweet_sentiment": {"train": [924, 2085], "validation": [115, 260], "test": [115, 260]},
+    "news_sentiment": {"train": [1681, 1200], "validation": [210, 150], "test": [210, 150]},
 }
 
 
@@ -56,6 +60,27 @@ def test_movie_sentiment_labels_follow_the_score_sign():
     pos = [y for t, y in text.items() if t.startswith(first)]
     neg = [y for t, y in text.items() if t == "Effective but too tepid biopic"]
     assert (pos or neg) and all(y == 1 for y in pos) and all(y == 0 for y in neg)
+
+
+@pytest.mark.parametrize("name", ["product_sentiment", "tweet_sentiment", "news_sentiment"])
+def test_out_of_domain_tasks_share_movie_sentiments_labels_and_describe_lists_them(name, capsys):
+    from shotlab.describe import main
+
+    task = load_task(task_cfg(name))
+    assert task.label_names == load_task(task_cfg("movie_sentiment")).label_names
+    assert all(i.startswith(name.split("_")[0] + ":") for i in task.test.ids)
+    main([])  # every built-in task, its splits and class sizes
+    shown = capsys.readouterr().out
+    assert f"{name}: 2 classes" in shown and f"| test | {' | '.join(map(str, SIZES[name]['test']))} |" in shown
+
+
+def test_a_rated_snippet_keeps_its_sign_only_where_the_raters_agree():
+    from shotlab.data.tasks import _rated_sentiment
+
+    rows = {rid: label for rid, _, label in _rated_sentiment("nytEditorialSnippets", "news")}
+    # Snippet 1_1: mean 0.4 of 20 ratings, std 0.73 (2 SE = 0.33): kept, positive. Snippet 1_2: mean
+    # 0.15, std 0.36 (2 SE = 0.16): the raters do not agree on a sign, dropped.
+    assert rows["news:1_1"] == "positive" and "news:1_2" not in rows
 
 
 def write_csv(path, rows, header="text,label"):

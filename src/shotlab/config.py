@@ -21,6 +21,15 @@ CONF_MODULE = "shotlab.conf"  # the top-level conf/ folder, packed into the whee
 def conf_dir() -> Path:
     """The shipped configs, found the same way from a clone, an editable or a plain install."""
     return Path(str(importlib.resources.files(CONF_MODULE)))
+def task_config(name: str) -> dict:
+    """The shipped conf/task/<name>.yaml as a plain dict; a name with no such file is one line."""
+    path = conf_dir() / "task" / f"{name}.yaml"
+    if not path.is_file():
+        shipped = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ShotlabError(f"no task config {name!r}; the shipped tasks are {shipped}")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
 # Keys that change where or how a run is recorded, not what it computes.
 NOT_IDENTITY = ("force", "ckpt_path", "checkpoint_optimizer", "logger", "output_dir", "hydra", "sweep_name", "full_methods")
 
@@ -113,6 +122,12 @@ def check_config(cfg: DictConfig) -> None:
     for key, value in (cfg.backbone.get("random_init") or {}).items():
         if _SIZE_KEY.search(key) and value is not None:  # None: the architecture's default (GPT-2's n_inner)
             check_value(f"backbone.random_init.{key}", value, 1, integer=True)
+    eval_tasks = cfg.get("eval_tasks") or []
+    if isinstance(eval_tasks, str) or not all(isinstance(t, str) for t in eval_tasks):
+        raise ShotlabError(f"eval_tasks must be a list of task config names, e.g. eval_tasks=[product_sentiment], "
+                           f"got {eval_tasks!r}")
+    for name in eval_tasks:
+        task_config(name)
     if cfg.optimizer.lr == 0:
         raise ShotlabError("optimizer.lr must be > 0")
     if cfg.backbone.pooling not in ("last", "mean"):

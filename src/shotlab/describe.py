@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from omegaconf import OmegaConf
-
-from shotlab.config import conf_dir
+from shotlab.config import task_config
 from shotlab.data.tasks import BUILTIN_TASKS, Task, load_task
-
-
-def task_config(name: str) -> dict:
-    """The shipped conf/task/<name>.yaml as a plain dict."""
-    return OmegaConf.to_container(OmegaConf.load(conf_dir() / "task" / f"{name}.yaml"), resolve=True)
 
 
 def describe(task: Task) -> str:

@@ -2,9 +2,10 @@
 metrics.json, so every number a run reports can be recomputed from its predictions file.
 
 predictions.jsonl, one object per line, test rows (in the test split's order), then dev rows, then
-the rows of the validation split's held-out pool (which only the report's selection regret reads):
-    {"split": "test" | "dev" | "heldout", "id": str, "label": gold int, "prediction": int,
-     "scores": [float per label]}
+the rows of the validation split's held-out pool (which only the report's selection regret reads),
+then each eval task's test rows (out of domain, split "eval:<task>"):
+    {"split": "test" | "dev" | "heldout" | "eval:<task>", "id": str, "label": gold int,
+     "prediction": int, "scores": [float per label]}
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torchmetrics.functional.classification import (
     multiclass_f1_score,
 )
 
+from shotlab.data.sampling import EVAL
 from shotlab.files import write_text
 from shotlab.runfolder import writes
 
@@ -48,23 +50,27 @@ def gold_logprob(scores: torch.Tensor, labels) -> float:
 def sample_metrics(sample, scores: dict[str, torch.Tensor]) -> dict:
     """What metrics.json says of a run's scores: test accuracy, macro-F1 and confusion, dev accuracy
     and gold-label log-probability (None without a dev sample), the label budget (training + dev
-    labels), the test split's chance, and the size of the held-out pool it scored."""
+    labels), the test split's chance, the size of the held-out pool it scored, and per eval task its
+    test accuracy, macro-F1, confusion, size and chance ("eval")."""
     test, dev, classes = sample.test, sample.dev, sample.task.num_classes
     num_dev = len(dev) if dev is not None else 0
+    evals = {name: {**test_metrics(scores[f"{EVAL}{name}"], split.labels, classes), "num_test": len(split),
+                    "chance": max(split.class_counts(classes)) / len(split)}
+             for name, split in sample.evals.items()}
     return {**test_metrics(scores["test"], test.labels, classes),
             "dev_acc": accuracy(scores["dev"], dev.labels) if num_dev else None,
             "dev_logprob": gold_logprob(scores["dev"], dev.labels) if num_dev else None,
             "num_heldout": len(scores["heldout"]) if "heldout" in scores else 0,
             "num_train": len(sample.train), "num_dev": num_dev, "num_test": len(test),
             "label_budget": len(sample.train) + num_dev, "chance": max(test.class_counts(classes)) / len(test),
-            "label_names": list(sample.task.label_names)}
+            "label_names": list(sample.task.label_names), **({"eval": evals} if evals else {})}
 
 
 def write_predictions(path: Path, sample, scores: dict[str, torch.Tensor]) -> list[dict]:
-    """Write predictions.jsonl (test rows, dev rows, held-out rows; only the writing process of a
-    DDP run) and return its rows."""
+    """Write predictions.jsonl (test, dev, held-out and eval-task rows; only the writing process of
+    a DDP run) and return its rows."""
     rows = []
-    for name, split in (("test", sample.test), ("dev", sample.dev), ("heldout", sample.heldout)):
+    for name, split in sample.scored().items():
         if name not in scores:
             continue
         predicted = scores[name].argmax(-1).tolist()

@@ -99,6 +99,8 @@ def finish_logger(logger, record: dict, result: dict, predictions: list[dict]) -
 
     logger.log_hyperparams(record)
     numbers = {f"final/{k}": v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for task, scored in (result.get("eval") or {}).items():  # out of domain: final/eval/<task>/test_acc, ...
+        numbers.update({f"final/eval/{task}/{k}": v for k, v in scored.items() if isinstance(v, (int, float))})
     logger.log_metrics(numbers)
     if isinstance(logger, WandbLogger):
         columns = ["split", "id", "label", "prediction", "scores"]
@@ -129,5 +131,7 @@ def log_report(logger_cfg: dict, sweep_dir: Path, report: dict) -> None:
                                                 "heldout_n", "n"]]
     run.log({"report/table": table(selected), "report/recipe": table(recipe), "report/regret": table(regret),
              "report/comparisons": table(report["comparisons"]),
-             "report/selection": table(report["selection"]), "report/plot": wandb.Image(str(report["png"]))})
+             "report/selection": table(report["selection"]), "report/plot": wandb.Image(str(report["png"])),
+             **({"report/ood": table(report["ood"]), "report/ood_comparisons": table(report["ood_comparisons"])}
+                if report.get("ood") is not None else {})})
     run.finish()

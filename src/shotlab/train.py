@@ -9,6 +9,7 @@ model loads) build the backbone -> method.run() -> metrics.json.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import sys
@@ -18,7 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from shotlab import ShotlabError
-from shotlab.config import build_method, check_config, check_paths, config_hash
+from shotlab.config import build_method, check_config, check_paths, config_hash, task_config
 from shotlab.data.sampling import draw_sample
 from shotlab.data.tasks import load_task
 from shotlab.runfolder import fail, make_folder, write_json, writes
@@ -57,6 +58,22 @@ def _overrides() -> dict[str, str]:
     return {key.lstrip("+~"): value for key, value in pairs}
 
 
+def _eval_splits(names, task) -> dict:
+    """The test split of each eval task (loaded like any task, its own test_size), for the run's
+    final classifier to score with the training task's prompt. A task whose label names differ is
+    one line: the classifier has no scores for its labels."""
+    splits = {}
+    for name in names:
+        if name == task.name:
+            raise ShotlabError(f"eval_tasks: {name} is the training task; its test split is scored already")
+        other = load_task(task_config(name))
+        if other.label_names != task.label_names:
+            raise ShotlabError(f"eval_tasks: {name} has labels {list(other.label_names)}, but {task.name} has "
+                               f"{list(task.label_names)}; a classifier scores only the labels it was built for")
+        splits[name] = other.test
+    return splits
+
+
 def run(cfg: DictConfig) -> dict:
     """Do one run and return what it writes to metrics.json."""
     check_config(cfg)
@@ -82,6 +99,7 @@ def run(cfg: DictConfig) -> dict:
     reset_peak_memory()
     task = load_task(OmegaConf.to_container(cfg.task, resolve=True))
     sample = draw_sample(task, cfg.regime.k, cfg.seed, cfg.regime.per_class, cfg.heldout_size)
+    sample = dataclasses.replace(sample, evals=_eval_splits(cfg.get("eval_tasks") or [], task))
     if cfg.get("force", False) and writes() and (out / "checkpoints").exists():
         shutil.rmtree(out / "checkpoints")  # +force=true redoes the run from scratch
     write_json(out / "split.json", sample.record())

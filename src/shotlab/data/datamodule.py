@@ -67,8 +67,9 @@ class ShotDataModule(L.LightningDataModule):
         self.splits: dict[str, Split] = {"train": sample.train, "test": sample.test}
         if sample.dev is not None:
             self.splits["validation"] = sample.dev
-        if sample.heldout is not None:
-            self.splits["heldout"] = sample.heldout
+        for name, split in sample.scored().items():  # the held-out pool and the eval tasks' test splits
+            if name not in ("test", "dev"):
+                self.splits[name] = split
         self._data: dict[str, list[dict]] = {}
         self.train_order = EpochShuffle(len(sample.train), self.shuffle_seed)
 
@@ -133,6 +134,7 @@ class ShotDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
-    def heldout_dataloader(self) -> DataLoader:
-        """The validation split's held-out pool (scored for the report's selection regret only)."""
-        return self._loader("heldout", shuffle=False)
+    def scoring_dataloader(self, name: str) -> DataLoader:
+        """Another split the run scores (Sample.scored): the validation split's held-out pool, which
+        only the report's selection regret reads, or an eval task's test split."""
+        return self._loader(name, shuffle=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -62,6 +62,7 @@ def ids_hash(ids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
 
 
+EVAL = "eval:"  # an eval task's split name: eval:<task name>
 HELDOUT_SEED = 0  # the held-out pool is the same for every split seed, k and method
 
 
@@ -91,6 +92,14 @@ class Sample:
     dev: Split | None
     test: Split
     heldout: Split | None = None
+    evals: dict[str, Split] = field(default_factory=dict)  # eval task name -> its test split (out of domain)
+
+    def scored(self) -> dict[str, Split]:
+        """Every split a run scores, by its name in predictions.jsonl, in that file's order: test, dev,
+        heldout, then eval:<task> for each eval task; empty ones left out."""
+        parts = {"test": self.test, "dev": self.dev, "heldout": self.heldout,
+                 **{f"{EVAL}{name}": split for name, split in self.evals.items()}}
+        return {name: split for name, split in parts.items() if split is not None and len(split)}
 
     def record(self) -> dict:
         """What split.json holds: the chosen example ids and their hash."""
@@ -102,6 +111,7 @@ class Sample:
             "validation_ids": self.dev.ids if self.dev is not None else [],
             "heldout_hash": ids_hash(self.heldout.ids) if self.heldout is not None else None,
             "test_hash": ids_hash(self.test.ids),
+            "eval_hashes": {name: ids_hash(split.ids) for name, split in self.evals.items()},
         }
 
 

@@ -31,9 +31,9 @@ class Prompt(Method):
                           batch_size=job.cfg.eval_batch_size, text_tokens=job.cfg.max_length)
         t0 = time.perf_counter()
         # Every split in one call: one demonstration prefix (and its KV cache) and one calibration
-        # serve them all, so the dev sample and the held-out pool score exactly the test's classifier.
-        parts = {"test": sample.test, "dev": sample.dev, "heldout": sample.heldout}
-        parts = {name: split for name, split in parts.items() if split is not None and len(split)}
+        # serve them all, so the dev sample, the held-out pool and the eval tasks score exactly the
+        # test's classifier (this task's prompt, new texts).
+        parts = sample.scored()
         scored = scorer.score([t for split in parts.values() for t in split.texts], demos, calibrate=self.calibrate)
         scores, start = {}, 0
         for name, split in parts.items():

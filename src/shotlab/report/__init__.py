@@ -27,6 +27,10 @@ examples no dev sample draws from). Per seed, the regret is the pool accuracy of
 on the pool minus that of the dev sample's choice; a cell reports its mean over seeds with the same
 bootstrap CI over seeds and pool examples. It never reads the test split.
 
+Out of domain. Runs that scored eval tasks (`eval_tasks`) get, per eval task, the same table and
+comparisons over the same selected runs (the choices made on the training task's dev sample),
+from their "eval:<task>" prediction rows: report_ood.csv, comparisons_ood.csv, a plot panel each.
+
 Uncertainty. A (row, k) cell holds S selected runs (one per split seed) x N test examples of
 0/1 correctness. It reports mean ± std over seeds (std of the per-seed accuracies, ddof=1) and a
 95 % percentile bootstrap CI that resamples seeds and examples together: each of B=2000 reps
@@ -59,23 +63,42 @@ def write_report(sweep_dir: str | Path, echo: bool = True) -> dict:
                                       "f1_mean", "dev_acc_mean", "label_budget", "selected", "chance", "task",
                                       "backbone", "kind", "regret", "regret_low", "regret_high", "heldout_n"])
         compared, selection = comparisons(table, []), selection_summary(pd.DataFrame(columns=GROUP))
-        budget, notes, title = pd.DataFrame(), [], sweep_dir.name
+        budget, notes, title, chosen = pd.DataFrame(), [], sweep_dir.name, runs
     else:
         chosen, notes = select(runs)
         table, cells = summarize(chosen)
         compared, selection, budget = comparisons(table, cells), selection_summary(chosen), label_budget(runs)
         title = " · ".join("/".join(sorted(runs[col].astype(str).unique())) for col in ("task", "backbone"))
-    text = f"# {title}\n\n" + markdown(table, selection, compared, budget, others, notes) + "\n"
+    ood = {}  # eval task -> (table, comparisons): the same selected runs on its test split
+    for name in eval_tasks(runs):
+        ood_table, ood_cells = summarize(chosen, eval_task=name)
+        ood[name] = (ood_table, comparisons(ood_table, ood_cells))
+    text = f"# {title}\n\n" + markdown(table, selection, compared, budget, others, notes, ood) + "\n"
     paths = {"md": sweep_dir / "report.md", "csv": sweep_dir / "report.csv",
              "comparisons_csv": sweep_dir / "comparisons.csv", "png": sweep_dir / "report.png"}
+    if ood:
+        paths.update(ood_csv=sweep_dir / "report_ood.csv", ood_comparisons_csv=sweep_dir / "comparisons_ood.csv")
     paths["md"].write_text(text)
     table.to_csv(paths["csv"], index=False)
     compared.to_csv(paths["comparisons_csv"], index=False)
-    plot(table, paths["png"], title)
+    ood_table = pd.concat([t.assign(eval_task=n) for n, (t, _) in ood.items()], ignore_index=True) if ood else None
+    ood_compared = pd.concat([c.assign(eval_task=n) for n, (_, c) in ood.items()], ignore_index=True) if ood else None
+    if ood:
+        ood_table.to_csv(paths["ood_csv"], index=False)
+        ood_compared.to_csv(paths["ood_comparisons_csv"], index=False)
+    plot(table, paths["png"], title, {n: t for n, (t, _) in ood.items()})
     if echo:
         print(text)
         print(f"plot: {paths['png']}")
-    return {"table": table, "comparisons": compared, "selection": selection, "others": others, **paths}
+    return {"table": table, "comparisons": compared, "selection": selection, "others": others,
+            "ood": ood_table, "ood_comparisons": ood_compared, **paths}
+
+
+def eval_tasks(runs: pd.DataFrame) -> list[str]:
+    """The eval tasks any finished run scored, sorted."""
+    if "eval" not in runs:
+        return []
+    return sorted({name for e in runs["eval"] if isinstance(e, dict) for name in e})
 
 
 class ReportCallback(Callback):

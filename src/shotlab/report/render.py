@@ -17,19 +17,54 @@ def _ci(low: float, high: float, fmt: str = ".3f") -> str:
     return f" [{low:{fmt}}, {high:{fmt}}]" if not math.isnan(low) else ""
 
 
+def _wide(table: pd.DataFrame) -> str:
+    """The table as markdown: one line per row, one column per regime, `mean ± std [CI] (n)`."""
+    cells = table.assign(
+        column=_k_labels(table),
+        cell=[f"{m:.3f} ± {s:.3f}{_ci(lo, hi)} (n={n})"
+              for m, s, lo, hi, n in zip(table.acc_mean, table.acc_std, table.ci_low, table.ci_high, table.n)])
+    regimes = sorted(set(zip(table.regime, table.k)), key=lambda rk: regime_order(*rk))
+    columns = list(dict.fromkeys(regime_label(r, k) for r, k in regimes))
+    wide = cells.pivot(index="method", columns="column", values="cell").reindex(columns=columns).fillna("–")
+    return wide.reset_index().to_markdown(index=False)
+
+
+def _differences(compared: pd.DataFrame) -> str:
+    """The comparisons as markdown, * where the paired CI excludes 0."""
+    return pd.DataFrame({
+        "method": compared.method, "k": _k_labels(compared),
+        "versus": [f"{v}: {o}" for v, o in zip(compared.versus, compared.other)],
+        "Δ accuracy [95 % CI]": [f"{d:+.3f}{_ci(lo, hi, '+.3f')}{' *' if x else ''}" for d, lo, hi, x in
+                                 zip(compared["diff"], compared.ci_low, compared.ci_high, compared.excludes_zero)],
+        "n": compared.n}).to_markdown(index=False)
+
+
+def ood_markdown(ood: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> list[str]:
+    """The out-of-domain section: per eval task, the same rows (the same runs, chosen on the
+    training task's dev sample) scored on that task's test split, and their comparisons."""
+    if not ood:
+        return []
+    out = ["", "## Out of domain", "",
+           "The runs of the table above (the same choices, made on the training task's dev sample), scored on "
+           "other tasks' test splits with the training task's prompt and classifier (`eval_tasks`). Same CIs "
+           "and paired comparisons; * marks a CI that excludes 0."]
+    for name, (table, compared) in ood.items():
+        out += ["", f"### {name}", ""]
+        if not len(table):
+            out.append("No selected run scored it.")
+            continue
+        out += [_wide(table), "", f"Test accuracy on {name}; chance (majority class) {table.chance.max():.3f}."]
+        if len(compared):
+            out += ["", _differences(compared)]
+    return out
+
+
 def markdown(table: pd.DataFrame, selection: pd.DataFrame, compared: pd.DataFrame, budget: pd.DataFrame,
-             others: list[dict], notes: list[str]) -> str:
-    """Sections: the table, comparisons, selection, label budget, runs not in the table."""
+             others: list[dict], notes: list[str], ood: dict | None = None) -> str:
+    """Sections: the table, comparisons, out of domain, selection, label budget, runs not in the table."""
     out = []
     if len(table):
-        cells = table.assign(
-            column=_k_labels(table),
-            cell=[f"{m:.3f} ± {s:.3f}{_ci(lo, hi)} (n={n})"
-                  for m, s, lo, hi, n in zip(table.acc_mean, table.acc_std, table.ci_low, table.ci_high, table.n)])
-        regimes = sorted(set(zip(table.regime, table.k)), key=lambda rk: regime_order(*rk))
-        columns = list(dict.fromkeys(regime_label(r, k) for r, k in regimes))
-        wide = cells.pivot(index="method", columns="column", values="cell").reindex(columns=columns).fillna("–")
-        out += [wide.reset_index().to_markdown(index=False), "",
+        out += [_wide(table), "",
                 "Test accuracy, mean ± std over split seeds "
                 f"[95 % bootstrap CI over split seeds and test examples, B={BOOTSTRAP_REPS}] (n = split seeds); "
                 f"chance (majority class) {table.chance.max():.3f}. A method's own row holds the runs selected on "
@@ -50,15 +85,10 @@ def markdown(table: pd.DataFrame, selection: pd.DataFrame, compared: pd.DataFram
             "model choice), paired over the same split seeds and test examples, with a 95 % paired bootstrap CI. "
             "* marks a CI that excludes 0.", ""]
     if len(compared):
-        shown = pd.DataFrame({
-            "method": compared.method, "k": _k_labels(compared),
-            "versus": [f"{v}: {o}" for v, o in zip(compared.versus, compared.other)],
-            "Δ accuracy [95 % CI]": [f"{d:+.3f}{_ci(lo, hi, '+.3f')}{' *' if x else ''}" for d, lo, hi, x in
-                                     zip(compared["diff"], compared.ci_low, compared.ci_high, compared.excludes_zero)],
-            "n": compared.n})
-        out.append(shown.to_markdown(index=False))
+        out.append(_differences(compared))
     else:
         out.append("Nothing to compare (no k>0 or full-data cell with a reference in this sweep).")
+    out += ood_markdown(ood or {})
 
     out += ["", "## Selection", "",
             "Runs that differ only in the sweep's hyper-parameters are candidates for one (row, k, split seed); "
@@ -111,24 +141,36 @@ def _k_labels(frame: pd.DataFrame) -> list[str]:
     return [regime_label(r, k) for r, k in zip(frame.regime, frame.k)]
 
 
-def plot(table: pd.DataFrame, path: Path, title: str = "") -> None:
+def plot(table: pd.DataFrame, path: Path, title: str = "", ood: dict[str, pd.DataFrame] | None = None) -> None:
     """Accuracy against k (log axis), one line per row with its 95 % CI band; zero-shot and
-    full-data scores as horizontal references (CI as a light band); chance dashed."""
+    full-data scores as horizontal references (CI as a light band); chance dashed. With `ood`
+    (eval task -> its table), one more panel per eval task, the same rows in the same colours."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 4.8))
+    panels = [(title, table, "test accuracy (95 % CI)")]
+    panels += [(f"out of domain: {name}", part, None) for name, part in (ood or {}).items() if len(part)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(10 + 4.5 * (len(panels) - 1), 4.8), sharey=True, squeeze=False)
     colors = dict(zip(sorted(table.method.unique()), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
+    for ax, (name, part, ylabel) in zip(axes[0], panels):
+        _panel(ax, part, colors, name, ylabel)
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes, off the data
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _panel(ax, table: pd.DataFrame, colors: dict, title: str, ylabel: str | None) -> None:
     few = table[table.k.notna() & (table.k > 0)]
     for method, part in few.groupby("method"):
         part = part.sort_values("k")
         ci = [part.acc_mean - part.ci_low, part.ci_high - part.acc_mean]  # NaN (no CI): no bar, no band
         recipe = RECIPE in method  # a recipe row: dashed, a lighter band, beside its selected row
-        ax.errorbar(part.k, part.acc_mean, yerr=ci, marker="o", capsize=3, color=colors[method], label=method,
+        ax.errorbar(part.k, part.acc_mean, yerr=ci, marker="o", capsize=3, color=colors.get(method), label=method,
                     ls="--" if recipe else "-")
-        ax.fill_between(part.k, part.ci_low, part.ci_high, color=colors[method], alpha=0.07 if recipe else 0.15)
+        ax.fill_between(part.k, part.ci_low, part.ci_high, color=colors.get(method), alpha=0.07 if recipe else 0.15)
     for regime, style in (("zero", ":"), ("full", "-.")):
         name = "zero-shot" if regime == "zero" else "full data"
         # Rows with the same score (prompt_probe's and prompt_finetune's k=0 runs are the zero-shot
@@ -136,9 +178,9 @@ def plot(table: pd.DataFrame, path: Path, title: str = "") -> None:
         for _, same in table[table.regime == regime].groupby(["acc_mean", "ci_low", "ci_high"], dropna=False):
             row = same.iloc[0]
             label = f"{name}: {', '.join(sorted(same.method))}"
-            ax.axhline(row.acc_mean, color=colors[row.method], ls=style, lw=1.4, label=label)
+            ax.axhline(row.acc_mean, color=colors.get(row.method), ls=style, lw=1.4, label=label)
             if not math.isnan(row.ci_low):
-                ax.axhspan(row.ci_low, row.ci_high, color=colors[row.method], alpha=0.06)
+                ax.axhspan(row.ci_low, row.ci_high, color=colors.get(row.method), alpha=0.06)
     if len(table):
         ax.axhline(table.chance.max(), color="gray", ls="--", lw=1, label="chance")
     if len(few):
@@ -147,9 +189,6 @@ def plot(table: pd.DataFrame, path: Path, title: str = "") -> None:
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.set_xticks([], minor=True)  # a short log axis labels its minor ticks (2x10^0, ...) otherwise
     ax.set_xlabel("labelled examples per class (k)")
-    ax.set_ylabel("test accuracy (95 % CI)")
+    if ylabel:
+        ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes, off the data
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

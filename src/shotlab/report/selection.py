@@ -16,7 +16,7 @@ from shotlab.report.runs import GROUP, cell_key
 
 # Keys that name the cell, not a choice; and run-control keys (config.NOT_IDENTITY: +force=true,
 # logger, paths, ...), which say how a run is recorded, never what it computes.
-NOT_CANDIDATE_KEYS = {"method", "regime", "regime.k", "seed", "train_seed"}
+NOT_CANDIDATE_KEYS = {"method", "regime", "regime.k", "seed", "train_seed", "eval_tasks"}  # eval tasks: scored, not trained
 NO_TRAINING = "no training"
 TRAIN_OR_NOT = "train or not"  # the pseudo hyper-parameter the "no training" candidate adds
 RECIPE = "recipe"  # a recipe row: "<row> · recipe"
@@ -65,8 +65,10 @@ def regret(candidates: list[dict], best: dict) -> np.ndarray | None:
 
 
 def _row(cell: dict, scored: dict, label_budget, **extra) -> dict:
+    evals = scored.get("eval")
     return {**cell, "test_acc": scored["test_acc"], "test_f1": scored["test_f1"], "run_dir": scored["run_dir"],
-            "chance": scored["chance"], "label_budget": label_budget, **extra}
+            "chance": scored["chance"], "label_budget": label_budget, "eval": evals if isinstance(evals, dict) else {},
+            **extra}
 
 
 def select(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shotlab.data.sampling import EVAL
 from shotlab.report.runs import GROUP, cell_key, regime_label, regime_order
 
 BOOTSTRAP_REPS = 2000
@@ -38,12 +39,13 @@ class Cell:
         return [0 if self.seed_free else self.seeds.index(s) for s in seeds]
 
 
-def _test_correctness(run_dir: str) -> tuple[list[str], np.ndarray] | None:
-    """Test ids and 0/1 correctness of a selected run, in the test split's order; None for an old run."""
+def _test_correctness(run_dir: str, split: str = "test") -> tuple[list[str], np.ndarray] | None:
+    """Test ids and 0/1 correctness of a selected run, in the test split's order (or an eval task's,
+    split "eval:<task>"); None for an old run."""
     path = Path(run_dir) / "predictions.jsonl"
     if not path.exists():
         return None
-    test = [r for r in map(json.loads, path.read_text().splitlines()) if r["split"] == "test"]
+    test = [r for r in map(json.loads, path.read_text().splitlines()) if r["split"] == split]
     return [str(r["id"]) for r in test], np.array([r["prediction"] == r["label"] for r in test], dtype=float)
 
 
@@ -64,13 +66,23 @@ def bootstrap_ci(values: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def summarize(chosen: pd.DataFrame) -> tuple[pd.DataFrame, list[Cell]]:
+def summarize(chosen: pd.DataFrame, eval_task: str | None = None) -> tuple[pd.DataFrame, list[Cell]]:
     """The table: per (row, k), test accuracy of the selected runs as mean ± std over split seeds
-    and a bootstrap CI; and the cells (correctness matrices) the comparisons pair up."""
+    and a bootstrap CI; and the cells (correctness matrices) the comparisons pair up. With
+    `eval_task`, the same runs (the same choices) on that eval task's test split instead; cells whose
+    runs did not score it are left out."""
     lines, cells = [], []
+    if eval_task is not None:
+        scored_it = [eval_task in e for e in chosen["eval"]] if "eval" in chosen else [False] * len(chosen)
+        chosen = chosen[scored_it].copy()
+        numbers = [e[eval_task] for e in chosen["eval"]]
+        chosen["test_acc"] = [n["test_acc"] for n in numbers]
+        chosen["test_f1"] = [n["test_f1"] for n in numbers]
+        chosen["chance"] = [n["chance"] for n in numbers]
+    split = "test" if eval_task is None else f"{EVAL}{eval_task}"
     for key, part in chosen.groupby(GROUP, dropna=False, sort=True):
         key, part = cell_key(key), part.sort_values("seed")
-        scored = [_test_correctness(d) for d in part.run_dir]
+        scored = [_test_correctness(d, split) for d in part.run_dir]
         ids = correct = None
         if all(scored):
             ids = scored[0][0]
@@ -94,6 +106,8 @@ def summarize(chosen: pd.DataFrame) -> tuple[pd.DataFrame, list[Cell]]:
             "regret": regret.mean() if regret is not None else math.nan, "regret_low": regret_low,
             "regret_high": regret_high, "heldout_n": regret.shape[1] if regret is not None else 0,
         })
+    if not lines:
+        return pd.DataFrame(columns=["method", "regime", "k", "acc_mean"]), []
     table = pd.DataFrame(lines).astype({"k": "Int64", "label_budget": "Int64"})
     order = [(r, *regime_order(g, k)) for r, g, k in zip(table.method, table.regime, table.k)]
     index = sorted(range(len(table)), key=order.__getitem__)
