@@ -125,3 +125,23 @@ def test_prompt_methods_refuse_mean_pooling_before_any_model_loads(tmp_path, met
     # the raw-text probe may pool the mean
     assert run(make_cfg(tmp_path / "raw", "method=linear_probe", "method.prompt=false", "backbone.pooling=mean",
                         "regime.k=2", "method.min_steps=2", "regime.min_steps=2"))["status"] == "ok"
+
+
+def test_a_run_reads_the_prompt_it_is_given_and_writes_it_down(tmp_path):
+    import json
+
+    from shotlab.data.tasks import format_variant
+
+    zero = ["method=prompt", "regime=zero", "heldout_size=0"]
+    default = run(make_cfg(tmp_path / "d", *zero))
+    variant = run(make_cfg(tmp_path / "v", *zero, "task.prompt=format-2"))
+    named = run(make_cfg(tmp_path / "n", *zero, "task.prompt=it_was"))
+    assert (default["prompt"], variant["prompt"], named["prompt"]) == ("default", "format-2", "it_was")
+    written = {d: json.loads((tmp_path / d / "prompt.json").read_text()) for d in "dvn"}
+    assert written["d"]["template"] == "Review: {text}\nSentiment:"
+    assert written["v"]["template"] == format_variant("Review: {text}\nSentiment:", 2)
+    assert written["n"] == {"name": "it_was", "template": "{text} It was",
+                            "verbalizer": {"negative": ["bad"], "positive": ["good"]}}
+    scores = {d: [r["scores"] for r in _predictions(tmp_path / d)] for d in "dvn"}
+    assert scores["d"] != scores["v"] and scores["d"] != scores["n"]  # another prompt, another classifier
+    assert default["config_hash"] != variant["config_hash"]

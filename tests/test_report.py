@@ -404,3 +404,21 @@ def test_out_of_domain_rows_are_the_same_choices_scored_on_the_eval_tasks(tmp_pa
     # in domain nothing changed
     assert cell(report["table"][report["table"].kind == "selected"], "finetune", 4).acc_mean == pytest.approx(
         np.mean([coin(0.7, s).mean() for s in range(3)]))
+
+
+def test_a_sweep_over_prompts_has_a_row_per_prompt_compared_on_its_own_prompt(tmp_path):
+    for prompt, p in (("default", 0.6), ("it_was", 0.8)):
+        write_run(tmp_path, f"prompt-{prompt}", coin(p, 1), method="prompt", k=0, prompt=prompt)
+        for seed in range(3):
+            write_run(tmp_path, f"ft-{prompt}-{seed}", coin(p + 0.1, seed), seed=seed, dev_acc=0.5, prompt=prompt,
+                      overrides={"task.prompt": prompt})
+    report = write_report(tmp_path, echo=False)
+    assert set(report["table"].method) == {"prompt · prompt default", "prompt · prompt it_was",
+                                           "finetune · prompt default", "finetune · prompt it_was"}
+    versus = report["comparisons"]
+    zero = versus[versus.versus == "zero-shot prompt"].set_index("method")
+    assert zero.loc["finetune · prompt it_was", "other"] == "prompt · prompt it_was"
+    assert zero.loc["finetune · prompt default", "other"] == "prompt · prompt default"
+    # the other prompt's finetune is not a peer of this prompt's: nothing else runs at k=4 on it
+    assert versus[versus.versus == "best other row"].empty
+    assert "prompt" not in set(report["selection"]["hyper-parameter"])  # a prompt is a row, not a candidate

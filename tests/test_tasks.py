@@ -149,3 +149,46 @@ def test_hf_dataset_that_cannot_be_loaded_says_so(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ShotlabError, match="cannot load Hugging Face dataset 'no-such/dataset'"):
         load_task({**task_cfg("hf"), "name": "x", "path": "no-such/dataset"})
+
+
+# --- prompts -------------------------------------------------------------------------------
+
+BUILTIN = ["movie_sentiment", "review_domain", "rt_review_or_plot", "product_sentiment", "tweet_sentiment",
+           "news_sentiment"]
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_every_builtin_task_ships_four_hand_written_prompts_that_load(name):
+    from shotlab.data.tasks import choose_prompt
+
+    cfg = task_cfg(name)
+    assert len(cfg["prompts"]) >= 4
+    seen = {choose_prompt(cfg)[1:2]}
+    for prompt in cfg["prompts"]:
+        task = load_task(task_cfg(name, prompt=prompt, test_size=5))
+        assert task.prompt == prompt and "{text}" in task.template and len(task.verbalizer) == task.num_classes
+        seen.add((task.template,))
+    assert len(seen) == len(cfg["prompts"]) + 1  # each its own template
+
+
+def test_format_variants_are_seeded_meaning_preserving_changes_of_the_template():
+    from shotlab.data.tasks import format_variant
+
+    base = "Review: {text}\nSentiment:"
+    variants = [format_variant(base, i) for i in range(1, 9)]
+    assert variants == [format_variant(base, i, seed=0) for i in range(1, 9)]  # same seed, same variants
+    assert variants != [format_variant(base, i, seed=1) for i in range(1, 9)]
+    assert format_variant(base, 0) == base and len(set(variants)) >= 6
+    for v in variants:
+        assert v.count("{text}") == 1 and v != base
+        head, tail = v.split("{text}")
+        assert head.lower().rstrip(" :-=") in ("text", "input", "passage", "sentence", "review")
+        assert tail.strip().lower().rstrip(" :-=") == "sentiment"  # the closing field keeps its name
+    # the task config picks one by name; the verbalizer stays the task's
+    task = load_task(task_cfg("movie_sentiment", prompt="format-3", test_size=5))
+    assert task.template == variants[2] and task.verbalizer == (("negative",), ("positive",))
+
+
+def test_an_unknown_prompt_is_one_line_naming_the_choices():
+    with pytest.raises(ShotlabError, match=r"no prompt 'nope'; choose one of \['default', 'question'.*'format-<i>'\]"):
+        load_task(task_cfg("movie_sentiment", prompt="nope"))

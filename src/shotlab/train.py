@@ -21,13 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 from shotlab import ShotlabError
 from shotlab.config import build_method, check_config, check_paths, config_hash, task_config
 from shotlab.data.sampling import draw_sample
-from shotlab.data.tasks import load_task
+from shotlab.data.tasks import DEFAULT_PROMPT, load_task
 from shotlab.runfolder import fail, make_folder, write_json, writes
 
 
 def _identity(cfg: DictConfig, method) -> dict:
     return {
-        "task": cfg.task.name, "backbone": cfg.backbone.name, "method": cfg.method.name, "method_label": method.label,
+        "task": cfg.task.name, "prompt": cfg.task.get("prompt") or DEFAULT_PROMPT, "backbone": cfg.backbone.name, "method": cfg.method.name, "method_label": method.label,
         "regime": cfg.regime.name, "k": cfg.regime.k, "per_class": cfg.regime.per_class, "seed": cfg.seed,
         "init_from": cfg.backbone.get("init_from"), "config_hash": config_hash(cfg), "overrides": _overrides(),
     }
@@ -103,6 +103,9 @@ def run(cfg: DictConfig) -> dict:
     if cfg.get("force", False) and writes() and (out / "checkpoints").exists():
         shutil.rmtree(out / "checkpoints")  # +force=true redoes the run from scratch
     write_json(out / "split.json", sample.record())
+    # The prompt as the run read it (a generated format variant is only a name in the config).
+    write_json(out / "prompt.json", {"name": task.prompt, "template": task.template,
+                                     "verbalizer": dict(zip(task.label_names, map(list, task.verbalizer)))})
 
     # Everything a user can get wrong has been checked; only now do torch and the model load.
     from lightning.fabric.utilities.seed import seed_everything

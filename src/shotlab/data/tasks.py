@@ -10,6 +10,8 @@ from __future__ import annotations
 import bz2
 import io
 import json
+import random
+import re
 import tarfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -26,6 +28,8 @@ SPLITS = ("train", "validation", "test")
 # with a fixed generator, stratified by label, so the splits are the same on every machine.
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 SPLIT_SEED = 2018
+DEFAULT_PROMPT = "default"  # the task's own template and verbalizer
+FORMAT = "format-"  # format-<i>: the i-th generated format variant of the task's own template
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class Task:
     train: Split
     validation: Split
     test: Split
+    prompt: str = DEFAULT_PROMPT  # the name of the prompt (template + verbalizer) in use: see choose_prompt
 
     @property
     def num_classes(self) -> int:
@@ -306,7 +311,8 @@ def build_task(cfg: Mapping, sources: Mapping[str, list[tuple[str, str, str]]]) 
         # A fixed subset: the first test_size examples of the (already shuffled) test split.
         splits["test"] = splits["test"].subset(range(test_size))
 
-    verbalizer = cfg.get("verbalizer") or {n: [n] for n in label_names}
+    prompt, template, verbalizer = choose_prompt(cfg)
+    verbalizer = verbalizer or {n: [n] for n in label_names}
     if set(verbalizer) != set(label_names):
         raise ShotlabError(
             f"task {name}: task.verbalizer has keys {sorted(verbalizer)} but the labels are {label_names}"
@@ -314,10 +320,59 @@ def build_task(cfg: Mapping, sources: Mapping[str, list[tuple[str, str, str]]]) 
     words = tuple(tuple([w] if isinstance(w, str) else w) for w in (verbalizer[n] for n in label_names))
     if any(len(w) == 0 for w in words):
         raise ShotlabError(f"task {name}: every label needs at least one verbalizer word")
-    template = cfg.get("template") or "{text}\nLabel:"
     if "{text}" not in template:
-        raise ShotlabError(f"task {name}: task.template must contain {{text}}, got {template!r}")
-    return Task(name, tuple(label_names), template, words, **splits)
+        raise ShotlabError(f"task {name}: the template of prompt {prompt} must contain {{text}}, got {template!r}")
+    return Task(name, tuple(label_names), template, words, **splits, prompt=prompt)
+
+
+# --- prompts: the task's own, named ones, and generated format variants -------------------
+
+def choose_prompt(cfg: Mapping) -> tuple[str, str, Mapping | None]:
+    """(name, template, verbalizer) of the prompt `task.prompt` names: null or "default", the task's
+    own template and verbalizer; a key of `task.prompts` (each a template and a verbalizer); or
+    "format-<i>", the i-th format variant of the task's own template (format_variant)."""
+    own = cfg.get("template") or "{text}\nLabel:", cfg.get("verbalizer")
+    name = cfg.get("prompt") or DEFAULT_PROMPT
+    prompts = cfg.get("prompts") or {}
+    if name == DEFAULT_PROMPT:
+        return name, *own
+    if name in prompts:
+        chosen = prompts[name]
+        return name, chosen.get("template") or own[0], chosen.get("verbalizer") or own[1]
+    if name.startswith(FORMAT) and name[len(FORMAT):].isdigit():
+        return name, format_variant(own[0], int(name[len(FORMAT):]), cfg.get("prompt_seed", 0)), own[1]
+    choices = [DEFAULT_PROMPT, *prompts, f"{FORMAT}<i>"]
+    raise ShotlabError(f"task {cfg['name']}: no prompt {name!r}; choose one of {choices}")
+
+
+# The grammar of meaning-preserving format changes (after Sclar et al. 2023, FormatSpread): the
+# field names' casing and wording, the separator after a field name, the space between the text
+# and what follows it.
+CASINGS = (str, str.lower, str.upper, str.title)
+SEPARATORS = (": ", " : ", " - ", ":: ", " = ")
+SPACES = ("\n", " ", "\n\n", " \n ")
+FIELD_NAMES = ("Text", "Input", "Passage", "Sentence", "Review")
+_FIELD = re.compile(r"^(?P<field>[A-Za-z][A-Za-z ]*?)(?P<sep>\s*:\s*)$")
+
+
+def format_variant(template: str, index: int, seed: int = 0) -> str:
+    """The index-th format variant of a template ("Review: {text}\nSentiment:"): a pure function of
+    (template, index, seed); index 0 is the template itself. A leading field ("Review: ") may
+    change its name and separator, the space after {text} its kind, every field word its casing."""
+    if index == 0:
+        return template
+    rng = random.Random(f"{seed}/{index}/{template}")
+    head, tail = template.split("{text}", 1)
+    field = _FIELD.match(head)
+    if field:
+        head = rng.choice(FIELD_NAMES) + rng.choice(SEPARATORS)
+    gap = re.match(r"\s*", tail).group()
+    if gap:
+        tail = rng.choice(SPACES) + tail[len(gap):]
+    if tail.rstrip().endswith(":"):  # a closing field ("Sentiment:") takes the head's separator style
+        tail = tail.rstrip()[:-1].rstrip() + rng.choice(SEPARATORS).rstrip()
+    case = rng.choice(CASINGS)
+    return case(head) + "{text}" + case(tail)
 
 
 def _dedupe(rows: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:

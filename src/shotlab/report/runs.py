@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 REGIME_ORDER = {"zero": 0, "one": 1, "few": 2, "full": 3}
-GROUP = ["task", "backbone", "row", "init_from", "method_label", "regime", "k"]  # one cell of the table
+GROUP = ["task", "backbone", "prompt", "row", "init_from", "method_label", "regime", "k"]  # one cell of the table
 
 
 def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[dict]]:
@@ -38,17 +38,20 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[dict]]:
         runs[col] = pd.to_numeric(runs[col]) if col in runs else math.nan
     runs["label_budget"] = runs["label_budget"].fillna(runs["num_train"] + runs["num_dev"])
     runs["k"] = runs["k"].astype("Int64")
+    runs["prompt"] = runs["prompt"].fillna("default") if "prompt" in runs else "default"  # older runs: the task's own
     runs["row"] = _labels(runs)
     return runs, others
 
 
 def _labels(runs: pd.DataFrame) -> pd.Series:
-    """A row label: the method label, plus the backbone or task when a sweep compares several,
-    plus the run it started from (head swap) when there is one."""
+    """A row label: the method label, plus the backbone, task or prompt when a sweep compares
+    several, plus the run it started from (head swap) when there is one."""
     label = runs["method_label"].astype(str)
     for col in ("backbone", "task"):
         if runs[col].nunique() > 1:
             label = label + " · " + runs[col].astype(str)
+    if runs["prompt"].nunique() > 1:
+        label = label + " · prompt " + runs["prompt"].astype(str)
     return label + runs["init_from"].map(lambda p: f" ← {Path(p).name}" if p else "")
 
 

@@ -76,7 +76,7 @@ def select(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     test predictions it stands for, with its selection regret on the held-out pool; plus, where
     there was a choice, one recipe row per trained setting (the method as configured, no selection,
     kind "recipe"); plus notes for report.md."""
-    zero_shot = {(r["task"], r["backbone"], r["method_label"], r["init_from"]): r
+    zero_shot = {(r["task"], r["backbone"], r["prompt"], r["method_label"], r["init_from"]): r
                  for r in runs[runs.k.eq(0).fillna(False) & runs.seed.eq(0)].to_dict("records")}
     chosen, notes = [], []
     # The hyper-parameters searched are those the cell's runs vary, over all its split seeds, so a
@@ -98,7 +98,7 @@ def select(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         trained = list(candidates)
         start = group.dev_acc_start.dropna()
         if len(start) and cell["k"] != 0:
-            zero = zero_shot.get((cell["task"], cell["backbone"], cell["method_label"], cell["init_from"]))
+            zero = zero_shot.get((cell["task"], cell["backbone"], cell["prompt"], cell["method_label"], cell["init_from"]))
             if zero is not None:
                 for c in candidates:
                     c["setting"][TRAIN_OR_NOT] = "trained"

@@ -102,6 +102,7 @@ def summarize(chosen: pd.DataFrame, eval_task: str | None = None) -> tuple[pd.Da
             "dev_acc_mean": part.dev_acc.mean(), "label_budget": part.label_budget.max(),
             "selected": "; ".join(f"seed {s}: {c}" for s, c in zip(part.seed, part.selected) if c),
             "chance": part.chance.iloc[0], "task": cell.key["task"], "backbone": cell.key["backbone"],
+            "prompt": cell.key["prompt"],
             "kind": part.kind.iloc[0] if "kind" in part else "selected",
             "regret": regret.mean() if regret is not None else math.nan, "regret_low": regret_low,
             "regret_high": regret_high, "heldout_n": regret.shape[1] if regret is not None else 0,
@@ -138,7 +139,10 @@ def comparisons(table: pd.DataFrame, cells: list[Cell]) -> pd.DataFrame:
     for i, a in enumerate(cells):
         if a.key["k"] == 0:
             continue
-        same_test = [j for j, b in enumerate(cells) if j != i and b.key["task"] == a.key["task"]]
+        # Paired on the same test examples and the same prompt (a sweep over prompts compares
+        # methods prompt by prompt).
+        same_test = [j for j, b in enumerate(cells) if j != i and b.key["task"] == a.key["task"]
+                     and b.key["prompt"] == a.key["prompt"]]
         zero = [j for j in same_test if cells[j].key["method_label"] == "prompt" and cells[j].key["k"] == 0
                 and (cells[j].key["backbone"], cells[j].key["init_from"]) == (a.key["backbone"], a.key["init_from"])]
         # Other methods at the same k: a row's recipe twin (same cell but for the row) is not a peer.
