@@ -401,6 +401,9 @@ def test_out_of_domain_rows_are_the_same_choices_scored_on_the_eval_tasks(tmp_pa
     md = (tmp_path / "report.md").read_text()
     assert "## Out of domain" in md and "### news" in md
     assert pd.read_csv(tmp_path / "report_ood.csv").eval_task.unique().tolist() == ["news"]
+    import matplotlib.image
+
+    assert matplotlib.image.imread(tmp_path / "report.png").shape[1] == 120 * (10 + 4.5)  # a panel for news
     # in domain nothing changed
     assert cell(report["table"][report["table"].kind == "selected"], "finetune", 4).acc_mean == pytest.approx(
         np.mean([coin(0.7, s).mean() for s in range(3)]))

@@ -21,6 +21,8 @@ CONF_MODULE = "shotlab.conf"  # the top-level conf/ folder, packed into the whee
 def conf_dir() -> Path:
     """The shipped configs, found the same way from a clone, an editable or a plain install."""
     return Path(str(importlib.resources.files(CONF_MODULE)))
+
+
 def task_config(name: str) -> dict:
     """The shipped conf/task/<name>.yaml as a plain dict; a name with no such file is one line."""
     path = conf_dir() / "task" / f"{name}.yaml"

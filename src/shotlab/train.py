@@ -27,7 +27,8 @@ from shotlab.runfolder import fail, make_folder, write_json, writes
 
 def _identity(cfg: DictConfig, method) -> dict:
     return {
-        "task": cfg.task.name, "prompt": cfg.task.get("prompt") or DEFAULT_PROMPT, "backbone": cfg.backbone.name, "method": cfg.method.name, "method_label": method.label,
+        "task": cfg.task.name, "prompt": cfg.task.get("prompt") or DEFAULT_PROMPT, "backbone": cfg.backbone.name,
+        "method": cfg.method.name, "method_label": method.label,
         "regime": cfg.regime.name, "k": cfg.regime.k, "per_class": cfg.regime.per_class, "seed": cfg.seed,
         "init_from": cfg.backbone.get("init_from"), "config_hash": config_hash(cfg), "overrides": _overrides(),
     }

@@ -67,9 +67,7 @@ class ShotDataModule(L.LightningDataModule):
         self.splits: dict[str, Split] = {"train": sample.train, "test": sample.test}
         if sample.dev is not None:
             self.splits["validation"] = sample.dev
-        for name, split in sample.scored().items():  # the held-out pool and the eval tasks' test splits
-            if name not in ("test", "dev"):
-                self.splits[name] = split
+        self.splits.update(sample.extra_scored())  # the held-out pool and the eval tasks' test splits
         self._data: dict[str, list[dict]] = {}
         self.train_order = EpochShuffle(len(sample.train), self.shuffle_seed)
 

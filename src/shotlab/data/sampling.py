@@ -101,6 +101,10 @@ class Sample:
                  **{f"{EVAL}{name}": split for name, split in self.evals.items()}}
         return {name: split for name, split in parts.items() if split is not None and len(split)}
 
+    def extra_scored(self) -> dict[str, Split]:
+        """The splits scored besides test and dev: the held-out pool and the eval tasks."""
+        return {name: split for name, split in self.scored().items() if name not in ("test", "dev")}
+
     def record(self) -> dict:
         """What split.json holds: the chosen example ids and their hash."""
         return {

@@ -352,7 +352,7 @@ CASINGS = (str, str.lower, str.upper, str.title)
 SEPARATORS = (": ", " : ", " - ", ":: ", " = ")
 SPACES = ("\n", " ", "\n\n", " \n ")
 FIELD_NAMES = ("Text", "Input", "Passage", "Sentence", "Review")
-_FIELD = re.compile(r"^(?P<field>[A-Za-z][A-Za-z ]*?)(?P<sep>\s*:\s*)$")
+_FIELD = re.compile(r"^[A-Za-z][A-Za-z ]*?\s*:\s*$")  # a leading field: "Review: "
 
 
 def format_variant(template: str, index: int, seed: int = 0) -> str:
@@ -363,8 +363,7 @@ def format_variant(template: str, index: int, seed: int = 0) -> str:
         return template
     rng = random.Random(f"{seed}/{index}/{template}")
     head, tail = template.split("{text}", 1)
-    field = _FIELD.match(head)
-    if field:
+    if _FIELD.match(head):
         head = rng.choice(FIELD_NAMES) + rng.choice(SEPARATORS)
     gap = re.match(r"\s*", tail).group()
     if gap:

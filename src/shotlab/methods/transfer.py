@@ -132,9 +132,8 @@ class Transfer(Method):
         scores = {"test": _predict(trainer, model, data.test_dataloader(), len(sample.test))}
         if has_dev:
             scores["dev"] = _predict(trainer, model, data.val_dataloader(), len(sample.dev))
-        for name, split in sample.scored().items():  # the held-out pool, the eval tasks
-            if name not in ("test", "dev"):
-                scores[name] = _predict(trainer, model, data.scoring_dataloader(name), len(split))
+        for name, split in sample.extra_scored().items():  # the held-out pool, the eval tasks
+            scores[name] = _predict(trainer, model, data.scoring_dataloader(name), len(split))
         return Outcome(scores, {**extra, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t0,
                                 "train_steps": trainer.global_step,
                                 "best_checkpoint": str(checkpoint.path) if trained else ""})

@@ -81,9 +81,10 @@ def write_report(sweep_dir: str | Path, echo: bool = True) -> dict:
     paths["md"].write_text(text)
     table.to_csv(paths["csv"], index=False)
     compared.to_csv(paths["comparisons_csv"], index=False)
-    ood_table = pd.concat([t.assign(eval_task=n) for n, (t, _) in ood.items()], ignore_index=True) if ood else None
-    ood_compared = pd.concat([c.assign(eval_task=n) for n, (_, c) in ood.items()], ignore_index=True) if ood else None
+    ood_table = ood_compared = None
     if ood:
+        ood_table = pd.concat([t.assign(eval_task=n) for n, (t, _) in ood.items()], ignore_index=True)
+        ood_compared = pd.concat([c.assign(eval_task=n) for n, (_, c) in ood.items()], ignore_index=True)
         ood_table.to_csv(paths["ood_csv"], index=False)
         ood_compared.to_csv(paths["ood_comparisons_csv"], index=False)
     plot(table, paths["png"], title, {n: t for n, (t, _) in ood.items()})

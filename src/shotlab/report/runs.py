@@ -3,10 +3,12 @@ failed, unfinished); the labels of its rows and regimes."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 REGIME_ORDER = {"zero": 0, "one": 1, "few": 2, "full": 3}
@@ -41,6 +43,27 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[dict]]:
     runs["prompt"] = runs["prompt"].fillna("default") if "prompt" in runs else "default"  # older runs: the task's own
     runs["row"] = _labels(runs)
     return runs, others
+
+
+def correctness(run_dir: str, split: str) -> tuple[list[str], np.ndarray] | None:
+    """Ids and 0/1 correctness of one split's rows of a run's predictions.jsonl ("test", "heldout",
+    "eval:<task>"), in the file's order; None without the file or without rows of that split."""
+    path = Path(run_dir) / "predictions.jsonl"
+    if not path.exists():
+        return None
+    return _parse_predictions(path.read_bytes()).get(split)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_predictions(text: bytes) -> dict[str, tuple[list[str], np.ndarray]]:
+    """Every split of one predictions file, parsed once per content (the report reads the test,
+    held-out and eval rows of the same runs; a rewritten file is parsed again)."""
+    ids: dict[str, list[str]] = {}
+    right: dict[str, list[bool]] = {}
+    for r in map(json.loads, text.splitlines()):
+        ids.setdefault(r["split"], []).append(str(r["id"]))
+        right.setdefault(r["split"], []).append(r["prediction"] == r["label"])
+    return {split: (ids[split], np.array(right[split], dtype=float)) for split in ids}
 
 
 def _labels(runs: pd.DataFrame) -> pd.Series:

@@ -3,16 +3,14 @@ sample chooses, and what was searched. Nothing here reads a test number before t
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from shotlab.config import NOT_IDENTITY
-from shotlab.report.runs import GROUP, cell_key
+from shotlab.report.runs import GROUP, cell_key, correctness
 
 # Keys that name the cell, not a choice; and run-control keys (config.NOT_IDENTITY: +force=true,
 # logger, paths, ...), which say how a run is recorded, never what it computes.
@@ -40,23 +38,11 @@ def _choose(candidates: list[dict]) -> dict:
                                           c["order"]))
 
 
-def _heldout(run_dir: str) -> tuple[list[str], np.ndarray] | None:
-    """Ids and 0/1 correctness of a run's held-out pool rows (validation examples no dev sample
-    uses); None for a run without them. Reads the "heldout" rows of predictions.jsonl only."""
-    path = Path(run_dir) / "predictions.jsonl"
-    if not path.exists():
-        return None
-    rows = [r for r in map(json.loads, path.read_text().splitlines()) if r["split"] == "heldout"]
-    if not rows:
-        return None
-    return [str(r["id"]) for r in rows], np.array([r["prediction"] == r["label"] for r in rows], dtype=float)
-
-
 def regret(candidates: list[dict], best: dict) -> np.ndarray | None:
     """(N,) per held-out example: correctness of the candidate best on the held-out pool minus that
     of the dev sample's choice (its mean is the selection regret, >= 0); None when a candidate has
     no held-out rows or the candidates scored different pools."""
-    pools = [_heldout(c["scored"]["run_dir"]) for c in candidates]
+    pools = [correctness(c["scored"]["run_dir"], "heldout") for c in candidates]
     if any(p is None for p in pools) or any(p[0] != pools[0][0] for p in pools):
         return None
     correct = {id(c): p[1] for c, p in zip(candidates, pools)}

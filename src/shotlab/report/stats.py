@@ -3,16 +3,14 @@ cells, paired differences between cells, and the label budget."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from shotlab.data.sampling import EVAL
-from shotlab.report.runs import GROUP, cell_key, regime_label, regime_order
+from shotlab.report.runs import GROUP, cell_key, correctness, regime_label, regime_order
 
 BOOTSTRAP_REPS = 2000
 BOOTSTRAP_SEED = 0
@@ -37,16 +35,6 @@ class Cell:
     def rows(self, seeds: list[int]) -> list[int]:
         """Positions of these split seeds' runs."""
         return [0 if self.seed_free else self.seeds.index(s) for s in seeds]
-
-
-def _test_correctness(run_dir: str, split: str = "test") -> tuple[list[str], np.ndarray] | None:
-    """Test ids and 0/1 correctness of a selected run, in the test split's order (or an eval task's,
-    split "eval:<task>"); None for an old run."""
-    path = Path(run_dir) / "predictions.jsonl"
-    if not path.exists():
-        return None
-    test = [r for r in map(json.loads, path.read_text().splitlines()) if r["split"] == split]
-    return [str(r["id"]) for r in test], np.array([r["prediction"] == r["label"] for r in test], dtype=float)
 
 
 def _same_ids(a: list[str], b: list[str], where: str) -> None:
@@ -82,7 +70,7 @@ def summarize(chosen: pd.DataFrame, eval_task: str | None = None) -> tuple[pd.Da
     split = "test" if eval_task is None else f"{EVAL}{eval_task}"
     for key, part in chosen.groupby(GROUP, dropna=False, sort=True):
         key, part = cell_key(key), part.sort_values("seed")
-        scored = [_test_correctness(d, split) for d in part.run_dir]
+        scored = [correctness(d, split) for d in part.run_dir]
         ids = correct = None
         if all(scored):
             ids = scored[0][0]
