@@ -425,3 +425,65 @@ def test_a_sweep_over_prompts_has_a_row_per_prompt_compared_on_its_own_prompt(tm
     # the other prompt's finetune is not a peer of this prompt's: nothing else runs at k=4 on it
     assert versus[versus.versus == "best other row"].empty
     assert "prompt" not in set(report["selection"]["hyper-parameter"])  # a prompt is a row, not a candidate
+
+
+def prompt_sweep(sweep: Path, test_p: dict[str, float], dev: dict[tuple[str, int], float]) -> dict:
+    """finetune at k=4 on two prompts over 3 split seeds, and the zero-shot prompt on each; returns
+    the test correctness written, by (prompt, seed), seed None for zero-shot."""
+    written = {}
+    for prompt, p in test_p.items():
+        written[(prompt, None)] = coin(p - 0.1, len(prompt))
+        write_run(sweep, f"prompt-{prompt}", written[(prompt, None)], method="prompt", k=0, prompt=prompt,
+                  overrides={"task.prompt": prompt})
+        for seed in range(3):
+            written[(prompt, seed)] = coin(p, 10 * seed + len(prompt))
+            write_run(sweep, f"ft-{prompt}-{seed}", written[(prompt, seed)], seed=seed, dev_acc=dev[(prompt, seed)],
+                      prompt=prompt, overrides={"task.prompt": prompt})
+    return written
+
+
+def test_across_prompts_the_ci_covers_prompts_and_the_dev_sample_picks_one(tmp_path):
+    # The prompts disagree (0.9 against 0.5 on test); the dev sample prefers the worse prompt on seed 1.
+    dev = {("good", 0): 0.75, ("good", 1): 0.5, ("good", 2): 0.875, ("weak", 0): 0.5, ("weak", 1): 0.625,
+           ("weak", 2): 0.5}
+    written = prompt_sweep(tmp_path, {"good": 0.9, "weak": 0.5}, dev)
+    report = write_report(tmp_path, echo=False)
+    across = report["prompts"].set_index("method")
+    ft, zero = across.loc["finetune"], across.loc["prompt"]
+    ft_runs = np.stack([[written[(p, s)] for s in range(3)] for p in ("good", "weak")])  # (P, S, N)
+    assert ft.prompts == 2 and ft.n == 3 and ft.acc_mean == pytest.approx(ft_runs.mean())
+    per_prompt = ft_runs.mean(axis=(1, 2))
+    assert (ft.best_prompt, ft.worst_prompt) == ("good", "weak")
+    assert ft.spread == pytest.approx(per_prompt[0] - per_prompt[1]) and ft.spread > 0.3
+    assert ft.se_prompt == pytest.approx(ft.spread / 2 / np.sqrt(2))  # two prompts: |a - b| / (2 sqrt 2)
+    assert ft.se_prompt > ft.se_seed and ft.se_prompt > ft.se_example
+    # Resampling prompts widens the CI beyond either prompt's own (seeds and examples only).
+    width = ft.ci_high - ft.ci_low
+    for prompt in ("good", "weak"):
+        alone = cell(report["table"], f"finetune · prompt {prompt}", 4)
+        assert width > 2 * (alone.ci_high - alone.ci_low)
+    assert ft.ci_low < ft.acc_mean < ft.ci_high
+    # Chosen on dev: good on seeds 0 and 2, weak on seed 1 (its better dev accuracy), scored on test.
+    assert ft.dev_chosen == "seed 0: good; seed 1: weak; seed 2: good"
+    chosen = np.stack([written[("good", 0)], written[("weak", 1)], written[("good", 2)]])
+    assert ft.dev_chosen_acc == pytest.approx(chosen.mean()) and ft.dev_chosen_low < ft.dev_chosen_acc
+    assert np.isnan(zero.dev_chosen_acc) and zero.n == 1  # zero-shot: no dev sample chooses its prompt
+    # Compared with zero-shot on the same prompts, seeds (zero-shot stands for each) and examples.
+    versus = report["prompt_comparisons"]
+    row = versus[(versus.method == "finetune") & (versus.versus == "zero-shot prompt")].iloc[0]
+    zero_runs = np.stack([[written[(p, None)]] * 3 for p in ("good", "weak")])
+    assert row["diff"] == pytest.approx((ft_runs.astype(float) - zero_runs).mean()) and row.prompts == 2
+    md = (tmp_path / "report.md").read_text()
+    assert "## Across prompts" in md and "0.3" in md and "– (no dev sample)" in md
+    assert pd.read_csv(tmp_path / "report_prompts.csv").method.tolist() == ["finetune", "prompt"]
+    assert len(pd.read_csv(tmp_path / "comparisons_prompts.csv")) == 1
+
+
+def test_across_prompts_agreeing_prompts_add_little_to_the_ci(tmp_path):
+    dev = {(p, s): 0.5 for p in ("one", "two") for s in range(3)}
+    prompt_sweep(tmp_path, {"one": 0.7, "two": 0.7}, dev)  # same accuracy, different examples right
+    ft = write_report(tmp_path, echo=False)["prompts"].set_index("method").loc["finetune"]
+    assert ft.spread < 0.05 and ft.se_prompt < ft.se_example
+    # a sweep with one prompt has no across-prompt table
+    report = write_report(tmp_path / "ft-one-0", echo=False)
+    assert report["prompts"] is None and not (tmp_path / "ft-one-0" / "report_prompts.csv").exists()

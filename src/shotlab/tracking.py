@@ -114,7 +114,7 @@ def finish_logger(logger, record: dict, result: dict, predictions: list[dict]) -
 def log_report(logger_cfg: dict, sweep_dir: Path, report: dict) -> None:
     """A summary run in the sweep's W&B group holding what report.md shows: the table of selected
     runs with CIs, the recipe rows beside it, the selection regret, the paired comparisons, the
-    selection summary and the plot."""
+    selection summary and the plot; the out-of-domain and across-prompt tables where the sweep has them."""
     import wandb
 
     def table(frame):  # W&B takes None for an empty cell, not pandas' NA (full data has no k) or NaN
@@ -133,5 +133,8 @@ def log_report(logger_cfg: dict, sweep_dir: Path, report: dict) -> None:
              "report/comparisons": table(report["comparisons"]),
              "report/selection": table(report["selection"]), "report/plot": wandb.Image(str(report["png"])),
              **({"report/ood": table(report["ood"]), "report/ood_comparisons": table(report["ood_comparisons"])}
-                if report.get("ood") is not None else {})})
+                if report.get("ood") is not None else {}),
+             **({"report/prompts": table(report["prompts"]),
+                 "report/prompt_comparisons": table(report["prompt_comparisons"])}
+                if report.get("prompts") is not None else {})})
     run.finish()

@@ -4,7 +4,8 @@ a learning-curve plot. Runs at multirun end and on demand:
     python -m shotlab.report outputs/sweeps/<sweep>
 
 It writes report.md, report.csv (one line per row x k), comparisons.csv and report.png into the
-sweep folder. The protocol (LM-BFF, Gao et al. 2021): test labels are read once, to score the
+sweep folder (and report_prompts.csv, comparisons_prompts.csv for a sweep over prompts;
+report_ood.csv, comparisons_ood.csv for one with eval tasks). The protocol (LM-BFF, Gao et al. 2021): test labels are read once, to score the
 selected runs; everything chosen is chosen on the dev sample.
 
 Selection (selection.py). Runs with the same (task, backbone, method_label, init_from, k, split
@@ -31,6 +32,11 @@ Out of domain. Runs that scored eval tasks (`eval_tasks`) get, per eval task, th
 comparisons over the same selected runs (the choices made on the training task's dev sample),
 from their "eval:<task>" prediction rows: report_ood.csv, comparisons_ood.csv, a plot panel each.
 
+Across prompts (prompts.py). A sweep over `task.prompt` has a row per (method, prompt); the same
+selected runs also give one line per (method, k) over its prompts: mean, best, worst, spread, a CI
+that resamples prompts too, the standard error of each source, and the prompt chosen on the dev
+sample; the plot then draws each method's mean over prompts with a band from worst to best prompt.
+
 Uncertainty. A (row, k) cell holds S selected runs (one per split seed) x N test examples of
 0/1 correctness. It reports mean ± std over seeds (std of the per-seed accuracies, ddof=1) and a
 95 % percentile bootstrap CI that resamples seeds and examples together: each of B=2000 reps
@@ -47,6 +53,7 @@ from pathlib import Path
 import pandas as pd
 from hydra.experimental.callback import Callback
 
+from shotlab.report.prompts import across_prompts, prompt_comparisons
 from shotlab.report.render import markdown, plot
 from shotlab.report.runs import GROUP, collect
 from shotlab.report.selection import select, selection_summary
@@ -63,7 +70,7 @@ def write_report(sweep_dir: str | Path, echo: bool = True) -> dict:
                                       "f1_mean", "dev_acc_mean", "label_budget", "selected", "chance", "task",
                                       "backbone", "kind", "regret", "regret_low", "regret_high", "heldout_n"])
         compared, selection = comparisons(table, []), selection_summary(pd.DataFrame(columns=GROUP))
-        budget, notes, title, chosen = pd.DataFrame(), [], sweep_dir.name, runs
+        budget, notes, title, chosen, cells = pd.DataFrame(), [], sweep_dir.name, runs, []
     else:
         chosen, notes = select(runs)
         table, cells = summarize(chosen)
@@ -73,11 +80,19 @@ def write_report(sweep_dir: str | Path, echo: bool = True) -> dict:
     for name in eval_tasks(runs):
         ood_table, ood_cells = summarize(chosen, eval_task=name)
         ood[name] = (ood_table, comparisons(ood_table, ood_cells))
-    text = f"# {title}\n\n" + markdown(table, selection, compared, budget, others, notes, ood) + "\n"
+    prompts, arrays = across_prompts(table, cells, chosen)  # empty unless the sweep ran several prompts
+    prompts_compared = prompt_comparisons(prompts, arrays) if len(prompts) else None
+    text = f"# {title}\n\n" + markdown(table, selection, compared, budget, others, notes, ood,
+                                        (prompts, prompts_compared)) + "\n"
     paths = {"md": sweep_dir / "report.md", "csv": sweep_dir / "report.csv",
              "comparisons_csv": sweep_dir / "comparisons.csv", "png": sweep_dir / "report.png"}
     if ood:
         paths.update(ood_csv=sweep_dir / "report_ood.csv", ood_comparisons_csv=sweep_dir / "comparisons_ood.csv")
+    if len(prompts):
+        paths.update(prompts_csv=sweep_dir / "report_prompts.csv",
+                     prompts_comparisons_csv=sweep_dir / "comparisons_prompts.csv")
+        prompts.to_csv(paths["prompts_csv"], index=False)
+        prompts_compared.to_csv(paths["prompts_comparisons_csv"], index=False)
     paths["md"].write_text(text)
     table.to_csv(paths["csv"], index=False)
     compared.to_csv(paths["comparisons_csv"], index=False)
@@ -87,12 +102,13 @@ def write_report(sweep_dir: str | Path, echo: bool = True) -> dict:
         ood_compared = pd.concat([c.assign(eval_task=n) for n, (_, c) in ood.items()], ignore_index=True)
         ood_table.to_csv(paths["ood_csv"], index=False)
         ood_compared.to_csv(paths["ood_comparisons_csv"], index=False)
-    plot(table, paths["png"], title, {n: t for n, (t, _) in ood.items()})
+    plot(table, paths["png"], title, {n: t for n, (t, _) in ood.items()}, prompts)
     if echo:
         print(text)
         print(f"plot: {paths['png']}")
     return {"table": table, "comparisons": compared, "selection": selection, "others": others,
-            "ood": ood_table, "ood_comparisons": ood_compared, **paths}
+            "ood": ood_table, "ood_comparisons": ood_compared,
+            "prompts": prompts if len(prompts) else None, "prompt_comparisons": prompts_compared, **paths}
 
 
 def eval_tasks(runs: pd.DataFrame) -> list[str]:

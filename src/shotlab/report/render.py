@@ -36,7 +36,41 @@ def _differences(compared: pd.DataFrame) -> str:
         "versus": [f"{v}: {o}" for v, o in zip(compared.versus, compared.other)],
         "Δ accuracy [95 % CI]": [f"{d:+.3f}{_ci(lo, hi, '+.3f')}{' *' if x else ''}" for d, lo, hi, x in
                                  zip(compared["diff"], compared.ci_low, compared.ci_high, compared.excludes_zero)],
+        **({"prompts": compared.prompts} if "prompts" in compared else {}),
         "n": compared.n}).to_markdown(index=False)
+
+
+def prompts_markdown(prompts: pd.DataFrame, compared: pd.DataFrame | None) -> list[str]:
+    """The across-prompts section: each method over the prompts it ran on, and its comparisons."""
+    if prompts is None or not len(prompts):
+        return []
+    shown = pd.DataFrame({
+        "method": prompts.method, "k": _k_labels(prompts), "prompts": prompts.prompts,
+        "mean [95 % CI]": [f"{m:.3f}{_ci(lo, hi)}" for m, lo, hi in zip(prompts.acc_mean, prompts.ci_low, prompts.ci_high)],
+        "best": [f"{a:.3f} ({p})" for a, p in zip(prompts.best_acc, prompts.best_prompt)],
+        "worst": [f"{a:.3f} ({p})" for a, p in zip(prompts.worst_acc, prompts.worst_prompt)],
+        "spread": [f"{s:.3f}" for s in prompts.spread],
+        "SE prompt / seed / example": [f"{p:.3f} / {s:.3f} / {e:.3f}" for p, s, e in
+                                       zip(prompts.se_prompt, prompts.se_seed, prompts.se_example)],
+        "prompt chosen on dev [95 % CI]": [f"{m:.3f}{_ci(lo, hi)}" if not math.isnan(m) else "– (no dev sample)"
+                                           if k == 0 else "–" for m, lo, hi, k in
+                                           zip(prompts.dev_chosen_acc, prompts.dev_chosen_low,
+                                               prompts.dev_chosen_high, prompts.k)],
+        "n": prompts.n})
+    out = ["", "## Across prompts", "",
+           "Each method over the prompts the sweep ran it on (`task.prompt`; names in report_prompts.csv): test "
+           "accuracy averaged over prompts, split seeds and test examples, with a 95 % bootstrap CI that resamples "
+           "all three, so it covers the choice of prompt as well; the best and the worst prompt and their "
+           "difference (spread); the standard error each source adds on its own (the mean's spread when only "
+           "prompts, only seeds or only examples are resampled). \"Prompt chosen on dev\": per split seed, the "
+           "prompt whose selected run is best on the dev sample (ties: dev gold-label log-probability, then "
+           "name), scored on test; the same labels choose, so the label budget is unchanged. Zero-shot has no "
+           "dev sample, so nothing chooses its prompt.", "", shown.to_markdown(index=False)]
+    if compared is not None and len(compared):
+        out += ["", "Mean over prompts against the zero-shot prompt and the best other method at the same k, "
+                "paired on the same prompts, split seeds and test examples (95 % bootstrap CI over all three; "
+                "* excludes 0).", "", _differences(compared)]
+    return out
 
 
 def ood_markdown(ood: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> list[str]:
@@ -60,8 +94,10 @@ def ood_markdown(ood: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> list[str]
 
 
 def markdown(table: pd.DataFrame, selection: pd.DataFrame, compared: pd.DataFrame, budget: pd.DataFrame,
-             others: list[dict], notes: list[str], ood: dict | None = None) -> str:
-    """Sections: the table, comparisons, out of domain, selection, label budget, runs not in the table."""
+             others: list[dict], notes: list[str], ood: dict | None = None,
+             prompts: tuple[pd.DataFrame, pd.DataFrame | None] | None = None) -> str:
+    """Sections: the table, comparisons, across prompts, out of domain, selection, label budget,
+    runs not in the table."""
     out = []
     if len(table):
         out += [_wide(table), "",
@@ -88,6 +124,7 @@ def markdown(table: pd.DataFrame, selection: pd.DataFrame, compared: pd.DataFram
         out.append(_differences(compared))
     else:
         out.append("Nothing to compare (no k>0 or full-data cell with a reference in this sweep).")
+    out += prompts_markdown(*(prompts or (None, None)))
     out += ood_markdown(ood or {})
 
     out += ["", "## Selection", "",
@@ -141,19 +178,26 @@ def _k_labels(frame: pd.DataFrame) -> list[str]:
     return [regime_label(r, k) for r, k in zip(frame.regime, frame.k)]
 
 
-def plot(table: pd.DataFrame, path: Path, title: str = "", ood: dict[str, pd.DataFrame] | None = None) -> None:
+def plot(table: pd.DataFrame, path: Path, title: str = "", ood: dict[str, pd.DataFrame] | None = None,
+         prompts: pd.DataFrame | None = None) -> None:
     """Accuracy against k (log axis), one line per row with its 95 % CI band; zero-shot and
     full-data scores as horizontal references (CI as a light band); chance dashed. With `ood`
-    (eval task -> its table), one more panel per eval task, the same rows in the same colours."""
+    (eval task -> its table), one more panel per eval task, the same rows in the same colours.
+    With `prompts` (a sweep over prompts), the main panel draws each method's mean over prompts,
+    its CI as error bars and the band from its worst to its best prompt."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [(title, table, "test accuracy (95 % CI)")]
+    if prompts is not None and len(prompts):
+        panels = [(f"{title}\nmean over prompts; band: worst to best prompt",
+                   prompts.assign(band_low=prompts.worst_acc, band_high=prompts.best_acc), "test accuracy (95 % CI)")]
     panels += [(f"out of domain: {name}", part, None) for name, part in (ood or {}).items() if len(part)]
     fig, axes = plt.subplots(1, len(panels), figsize=(10 + 4.5 * (len(panels) - 1), 4.8), sharey=True, squeeze=False)
-    colors = dict(zip(sorted(table.method.unique()), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
+    names = sorted({m for _, part, _ in panels for m in part.method})
+    colors = dict(zip(names, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
     for ax, (name, part, ylabel) in zip(axes[0], panels):
         _panel(ax, part, colors, name, ylabel)
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes, off the data
@@ -170,17 +214,22 @@ def _panel(ax, table: pd.DataFrame, colors: dict, title: str, ylabel: str | None
         recipe = RECIPE in method  # a recipe row: dashed, a lighter band, beside its selected row
         ax.errorbar(part.k, part.acc_mean, yerr=ci, marker="o", capsize=3, color=colors.get(method), label=method,
                     ls="--" if recipe else "-")
-        ax.fill_between(part.k, part.ci_low, part.ci_high, color=colors.get(method), alpha=0.07 if recipe else 0.15)
+        low, high = (part.band_low, part.band_high) if "band_low" in part else (part.ci_low, part.ci_high)
+        ax.fill_between(part.k, low, high, color=colors.get(method), alpha=0.07 if recipe else 0.15)
+        if "band_low" in part:  # worst and best prompt marked too, so one k alone still shows its spread
+            for edge, marker in ((low, "v"), (high, "^")):
+                ax.plot(part.k, edge, ls=":", lw=0.8, marker=marker, ms=5, color=colors.get(method))
     for regime, style in (("zero", ":"), ("full", "-.")):
         name = "zero-shot" if regime == "zero" else "full data"
         # Rows with the same score (prompt_probe's and prompt_finetune's k=0 runs are the zero-shot
         # prompt) share one line, named after all of them.
-        for _, same in table[table.regime == regime].groupby(["acc_mean", "ci_low", "ci_high"], dropna=False):
+        band = ["band_low", "band_high"] if "band_low" in table else ["ci_low", "ci_high"]
+        for _, same in table[table.regime == regime].groupby(["acc_mean", *band], dropna=False):
             row = same.iloc[0]
             label = f"{name}: {', '.join(sorted(same.method))}"
             ax.axhline(row.acc_mean, color=colors.get(row.method), ls=style, lw=1.4, label=label)
-            if not math.isnan(row.ci_low):
-                ax.axhspan(row.ci_low, row.ci_high, color=colors.get(row.method), alpha=0.06)
+            if not math.isnan(row[band[0]]):
+                ax.axhspan(row[band[0]], row[band[1]], color=colors.get(row.method), alpha=0.06)
     if len(table):
         ax.axhline(table.chance.max(), color="gray", ls="--", lw=1, label="chance")
     if len(few):

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 REGIME_ORDER = {"zero": 0, "one": 1, "few": 2, "full": 3}
-GROUP = ["task", "backbone", "prompt", "row", "init_from", "method_label", "regime", "k"]  # one cell of the table
+GROUP = ["task", "backbone", "prompt", "row", "family", "init_from", "method_label", "regime", "k"]  # one cell
+# "family": the row label without its prompt, the same method across the prompts of a sweep
 
 
 def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[dict]]:
@@ -41,6 +42,7 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[dict]]:
     runs["label_budget"] = runs["label_budget"].fillna(runs["num_train"] + runs["num_dev"])
     runs["k"] = runs["k"].astype("Int64")
     runs["prompt"] = runs["prompt"].fillna("default") if "prompt" in runs else "default"  # older runs: the task's own
+    runs["family"] = _labels(runs, with_prompt=False)
     runs["row"] = _labels(runs)
     return runs, others
 
@@ -66,14 +68,14 @@ def _parse_predictions(text: bytes) -> dict[str, tuple[list[str], np.ndarray]]:
     return {split: (ids[split], np.array(right[split], dtype=float)) for split in ids}
 
 
-def _labels(runs: pd.DataFrame) -> pd.Series:
+def _labels(runs: pd.DataFrame, with_prompt: bool = True) -> pd.Series:
     """A row label: the method label, plus the backbone, task or prompt when a sweep compares
     several, plus the run it started from (head swap) when there is one."""
     label = runs["method_label"].astype(str)
     for col in ("backbone", "task"):
         if runs[col].nunique() > 1:
             label = label + " · " + runs[col].astype(str)
-    if runs["prompt"].nunique() > 1:
+    if with_prompt and runs["prompt"].nunique() > 1:
         label = label + " · prompt " + runs["prompt"].astype(str)
     return label + runs["init_from"].map(lambda p: f" ← {Path(p).name}" if p else "")
 

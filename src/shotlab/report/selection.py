@@ -108,12 +108,14 @@ def select(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         budget = group.label_budget.max()
         chosen.append(_row(cell, best["scored"], budget, kind="selected",
                            selected=best["name"] if len(candidates) > 1 else "", won=best["setting"],
-                           searched=searched, dev_acc=best["dev_acc"], regret=lost))
+                           searched=searched, dev_acc=best["dev_acc"], dev_logprob=best["dev_logprob"],
+                           regret=lost))
         if len(candidates) > 1:  # what each trained setting does, unselected
             for c in trained:
                 label = f"{cell['row']} · {RECIPE}" + (f" ({c['name']})" if len(trained) > 1 else "")
                 chosen.append(_row({**cell, "row": label}, c["scored"], budget, kind=RECIPE, selected="", won={},
-                                   searched={}, dev_acc=c["dev_acc"], regret=None))
+                                   searched={}, dev_acc=c["dev_acc"], dev_logprob=c["dev_logprob"],
+                                   regret=None))
     return pd.DataFrame(chosen).astype({"k": "Int64"}), notes
 
 

@@ -16,7 +16,6 @@ BOOTSTRAP_REPS = 2000
 BOOTSTRAP_SEED = 0
 
 
-
 @dataclass
 class Cell:
     """The selected runs of one (row, k), in split-seed order."""
@@ -43,13 +42,12 @@ def _same_ids(a: list[str], b: list[str], where: str) -> None:
 
 
 def bootstrap_ci(values: np.ndarray) -> tuple[float, float]:
-    """95 % percentile CI of the mean of an (S, N) matrix, resampling seeds and examples together."""
+    """95 % percentile CI of the mean of an (S, N) matrix, resampling seeds and examples together;
+    of a (P, S, N) array, prompts as well: each axis is resampled with replacement, in order."""
     rng = np.random.default_rng(BOOTSTRAP_SEED)
-    s, n = values.shape
     means = np.empty(BOOTSTRAP_REPS)
     for b in range(BOOTSTRAP_REPS):
-        seeds, examples = rng.integers(s, size=s), rng.integers(n, size=n)
-        means[b] = values[np.ix_(seeds, examples)].mean()
+        means[b] = values[np.ix_(*(rng.integers(n, size=n) for n in values.shape))].mean()
     low, high = np.percentile(means, [2.5, 97.5])
     return float(low), float(high)
 
