@@ -6,10 +6,11 @@ its work, and the best of those is the peak its % is of (this machine's speed dr
 % within minutes, so ratios of seconds across processes are printed next to the ratio of the
 two arms' % of peak, which drift does not move).
 
-    .venv/bin/python scripts/bench_finetune.py --k 16 --steps 10 [--padded]
+    .venv/bin/python scripts/bench_finetune.py --k 16 --steps 10 [--padded] [--checkpointing]
 
 --padded adds the plain loop with backbone.pack=false (every batch padded to its longest text):
-the step before packing.
+the step before packing. --checkpointing adds the shotlab run and the plain loop with
+backbone.gradient_checkpointing=true: the memory activation checkpointing saves and the time it costs.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import sys
 import tempfile
 import time
 
-ARMS = ("shotlab", "loop", "loop-padded")
+ARMS = ("shotlab", "loop", "loop-padded", "shotlab-checkpointed", "loop-checkpointed")
 
 
-def compose_cfg(k: int, steps: int, test_size: int, out: str, pack: bool = True):
+def compose_cfg(k: int, steps: int, test_size: int, out: str, pack: bool = True, checkpointing: bool = False):
     from hydra import compose, initialize_config_module
 
     from shotlab.config import CONF_MODULE
@@ -33,7 +34,7 @@ def compose_cfg(k: int, steps: int, test_size: int, out: str, pack: bool = True)
         return compose("train", overrides=[
             "method=finetune", f"regime.k={k}", "seed=0", f"task.test_size={test_size}", f"regime.min_steps={steps}",
             "epochs=1", "logger=none", "trainer.enable_progress_bar=false", f"backbone.pack={str(pack).lower()}",
-            f"output_dir={out}"])
+            f"backbone.gradient_checkpointing={str(checkpointing).lower()}", f"output_dir={out}"])
 
 
 def plain_loop(cfg, steps: int) -> tuple[float, int]:
@@ -84,9 +85,9 @@ def arm(name: str, k: int, steps: int, test_size: int) -> dict:
     torch.set_num_threads(2)
     peak = matmul_peak()
     with tempfile.TemporaryDirectory() as out:
-        cfg = compose_cfg(k, steps, test_size, out, pack=name != "loop-padded")
+        cfg = compose_cfg(k, steps, test_size, out, pack=name != "loop-padded", checkpointing="checkpointed" in name)
         reset_peak_memory()
-        if name == "shotlab":
+        if name.startswith("shotlab"):
             result = run(cfg)
             seconds, steps = result["train_seconds"], result["train_steps"]
             tokens = None
@@ -110,6 +111,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--test-size", type=int, default=100)
     parser.add_argument("--padded", action="store_true", help="also the plain loop with backbone.pack=false")
+    parser.add_argument("--checkpointing", action="store_true",
+                        help="also shotlab and the plain loop with backbone.gradient_checkpointing=true")
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # one arm, in a child process
     args = parser.parse_args()
     if args.arm:
@@ -117,7 +120,9 @@ def main() -> None:
         return
 
     results = {}
-    for name in ("shotlab", "loop", "loop-padded") if args.padded else ("shotlab", "loop"):
+    names = ["shotlab", "loop"] + (["loop-padded"] if args.padded else [])
+    names += ["shotlab-checkpointed", "loop-checkpointed"] if args.checkpointing else []
+    for name in names:
         cmd = [sys.executable, __file__, "--arm", name, f"--k={args.k}", f"--steps={args.steps}",
                f"--test-size={args.test_size}"]
         done = subprocess.run(cmd, capture_output=True, text=True)
@@ -138,7 +143,9 @@ def main() -> None:
     print(f"|{'-' * 46}|{'-' * 8}:|{'-' * 7}:|{'-' * 8}:|{'-' * 12}:|{'-' * 10}:|{'-' * 12}:|")
     labels = {"shotlab": "shotlab run (train_seconds: + setup, validations, best weights)",
               "loop": "plain loop, packed batches",
-              "loop-padded": "plain loop, padded batches (backbone.pack=false)"}
+              "loop-padded": "plain loop, padded batches (backbone.pack=false)",
+              "shotlab-checkpointed": "shotlab run, backbone.gradient_checkpointing",
+              "loop-checkpointed": "plain loop, backbone.gradient_checkpointing"}
     for name, r in results.items():
         tok_s = loop["tokens"] / r["seconds"]
         print(f"| {labels[name]:<44} | {r['seconds']:>7.1f} | {tok_s:>6.0f} | {per_token * tok_s / 1e9:>7.0f} | "
@@ -148,6 +155,13 @@ def main() -> None:
           f"{pct(loop, loop['seconds']) / pct(s, s['seconds']):.2f}x in % of each process's peak (goal <= 1.2x)")
     print(f"plain loop step at {pct(loop, loop['seconds']):.0f} % of the matmul peak (goal >= 80 %); "
           f"shotlab peak RSS {s['rss_mb']:.0f} MB (goal <= 3500 MB)")
+    if "loop-checkpointed" in results:
+        c, sc = results["loop-checkpointed"], results["shotlab-checkpointed"]
+        print(f"activation checkpointing: plain loop step {c['seconds'] / loop['seconds']:.2f}x in seconds, "
+              f"{pct(loop, loop['seconds']) / pct(c, c['seconds']):.2f}x in % of peak; peak RSS "
+              f"{c['rss_mb']:.0f} MB vs {loop['rss_mb']:.0f} MB ({c['rss_mb'] - loop['rss_mb']:+.0f} MB); shotlab run "
+              f"{sc['rss_mb']:.0f} MB vs {s['rss_mb']:.0f} MB ({sc['rss_mb'] - s['rss_mb']:+.0f} MB), "
+              f"train {sc['seconds'] / s['seconds']:.2f}x (goal: finetune k=16 <= 3500 MB)")
     if "loop-padded" in results:
         p = results["loop-padded"]
         print(f"packing: padded / packed step time {p['seconds'] / loop['seconds']:.2f}x in seconds, "

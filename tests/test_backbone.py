@@ -163,3 +163,68 @@ def test_chunked_lm_loss_equals_cross_entropy_in_value_and_gradients():
     assert_close(ours, reference)
     assert_close(states.grad, 2 * expected[0])
     assert_close(weight.grad, 2 * expected[1])
+
+
+ARCHITECTURES = {  # tiny random GPT-2 and Llama blocks (the embedded default is a Llama)
+    "gpt2": {"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 128},
+    "llama": {"model_type": "llama", "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "hidden_size": 32, "intermediate_size": 64, "max_position_embeddings": 128},
+}
+
+
+def build_tiny(arch: str, **more):
+    return build_backbone({"name_or_path": None, "tokenizer": "gpt2", "init_seed": 0,
+                           "random_init": ARCHITECTURES[arch], **more})
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("packed", [True, False])
+def test_gradient_checkpointing_gives_the_plain_gradients(arch, packed):
+    """backbone.gradient_checkpointing recomputes activations in the backward pass: the same loss
+    and gradients as keeping them, in training mode (dropout on: its masks are replayed), packed
+    (4-D block mask) or padded."""
+    plain, checkpointed = build_tiny(arch), build_tiny(arch, gradient_checkpointing=True)
+    on = [m.gradient_checkpointing for m in checkpointed.lm.modules() if hasattr(m, "gradient_checkpointing")]
+    off = [m.gradient_checkpointing for m in plain.lm.modules() if hasattr(m, "gradient_checkpointing")]
+    assert on and all(on) and not any(off)
+    batch, mask, _ = pad(plain.tokenizer, TEXTS, "right")
+
+    def loss_and_grads(b):
+        b.train().zero_grad()
+        torch.manual_seed(0)
+        hidden, _ = b.states(batch, mask, position_ids=None if packed else positions_from_mask(mask))
+        loss = b.pool(hidden, mask).square().sum() + b.lm_loss(hidden, batch, mask)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in b.named_parameters()}
+
+    loss, grads = loss_and_grads(plain)
+    loss_ckpt, grads_ckpt = loss_and_grads(checkpointed)
+    assert_close(loss_ckpt, loss)
+    assert grads.keys() == grads_ckpt.keys()
+    for name, grad in grads.items():
+        assert_close(grads_ckpt[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_fsdp_wraps_each_transformer_block(arch):
+    """trainer=fsdp's wrap policy: one unit per decoder block of any architecture, nothing else."""
+    from shotlab.models.sharding import decoder_blocks
+
+    b = build_tiny(arch)
+    units = [name for name, module in b.lm.named_modules() if isinstance(module, tuple(decoder_blocks()))]
+    blocks = b.lm.base_model.h if arch == "gpt2" else b.lm.base_model.layers
+    assert units == [name for name, m in b.lm.named_modules() if any(m is block for block in blocks)]
+    assert len(units) == b.lm.config.num_hidden_layers == 2
+
+
+def test_scoring_placement_follows_the_trainer_and_backbone_dtype():
+    from shotlab.models.backbone import scoring_placement
+
+    cpu = torch.device("cpu")
+    assert scoring_placement({"dtype": "auto"}, {"accelerator": "cpu"}) == (cpu, torch.float32)
+    assert scoring_placement({"dtype": "bfloat16"}, {"accelerator": "cpu"}) == (cpu, torch.bfloat16)
+    assert scoring_placement({}, None) == (cpu, torch.float32)
+    cuda = scoring_placement({"dtype": "auto"}, {"accelerator": "gpu"})
+    assert cuda == (torch.device("cuda"), torch.bfloat16)  # what a GPU run scores in, unless told
+    auto = scoring_placement({"dtype": "auto"}, {"accelerator": "auto"})
+    assert auto[0].type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -4,6 +4,7 @@ raised before any model loads where it can be), never a traceback; a checkpoint 
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -186,3 +187,20 @@ def test_flat_dirname_keeps_plain_names_and_flattens_paths():
     assert a != b  # same file name, other folder: other run folder
     long = flat_dirname(",".join(f"key{i}=value{i}" for i in range(40)))
     assert len(long.encode()) < 255 and "/" not in long
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a machine without a CUDA GPU")
+@pytest.mark.parametrize(("overrides", "says"), [
+    (["trainer=gpu"], "trainer.accelerator=gpu, but this machine has no CUDA GPU"),
+    (["trainer=fsdp"], "trainer=fsdp (Lightning's FSDP runs on CUDA GPUs only), but this machine has no CUDA GPU"),
+    (["trainer=fsdp", "trainer.accelerator=cpu"], "trainer=fsdp"),
+])
+def test_a_gpu_trainer_without_a_gpu_is_one_line_before_the_model(tmp_path, overrides, says):
+    cfg = make_cfg(tmp_path, "method=finetune", "regime.k=2", *overrides)
+    assert "trainer=cpu" in fails(cfg, rf"^{re.escape(says)}")
+    assert not (tmp_path / "split.json").exists()  # before the data, so before any model
+
+
+def test_backbone_dtype_and_checkpointing_values_are_checked(tmp_path):
+    fails(make_cfg(tmp_path, "backbone.dtype=fp8"), r"^backbone.dtype must be one of \('auto', 'float32'")
+    fails(make_cfg(tmp_path, "backbone.gradient_checkpointing=maybe"), "^backbone.gradient_checkpointing must be true")

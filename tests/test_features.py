@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from torch.testing import assert_close
 
 from shotlab.models import features
@@ -91,6 +92,12 @@ def test_the_cache_folder_changes_with_the_backbone_and_the_format(monkeypatch):
     key = features.cache_key(cfg)
     assert features.cache_key({**cfg, "pack": False}) == key  # how a batch runs is not what it computes
     assert features.cache_key({**cfg, "pooling": "mean"}) != key
+    assert features.cache_key({**cfg, "gradient_checkpointing": True}) == key  # training only
+    # auto is float32 on the CPU: the same features; bf16 ones, or a GPU's, are other entries
+    cpu = torch.device("cpu")
+    assert features.cache_key({**cfg, "dtype": "auto"}, (cpu, torch.float32)) == key
+    assert features.cache_key(cfg, (cpu, torch.bfloat16)) != key
+    assert features.cache_key(cfg, (torch.device("cuda"), torch.float32)) != key
     monkeypatch.setattr(features, "FORMAT", features.FORMAT + 1)
     assert features.cache_key(cfg) != key
 

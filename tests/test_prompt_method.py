@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import torch
 
 from shotlab.train import run
 from tests.conftest import make_cfg
@@ -145,3 +148,23 @@ def test_a_run_reads_the_prompt_it_is_given_and_writes_it_down(tmp_path):
     scores = {d: [r["scores"] for r in _predictions(tmp_path / d)] for d in "dvn"}
     assert scores["d"] != scores["v"] and scores["d"] != scores["n"]  # another prompt, another classifier
     assert default["config_hash"] != variant["config_hash"]
+
+
+def test_bf16_scoring_agrees_with_fp32_within_its_tolerance(tmp_path):
+    """backbone.dtype=bfloat16 scores the whole run in bf16 (what a GPU run does by default): the
+    label scores stay within BF16_SCORE_TOLERANCE of fp32's, and so do the predictions but where
+    the two labels were closer than that."""
+    from shotlab.models.backbone import BF16_SCORE_TOLERANCE
+
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        out = tmp_path / dtype
+        run(make_cfg(out, "method=prompt", "regime=zero", "task.test_size=64", f"backbone.dtype={dtype}"))
+        runs[dtype] = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    fp32 = torch.tensor([r["scores"] for r in runs["float32"]])
+    bf16 = torch.tensor([r["scores"] for r in runs["bfloat16"]])
+    assert not torch.equal(fp32, bf16)  # it did run in bf16
+    assert (fp32 - bf16).abs().max() <= BF16_SCORE_TOLERANCE
+    margin = (fp32[:, 0] - fp32[:, 1]).abs()
+    differ = fp32.argmax(-1) != bf16.argmax(-1)
+    assert (margin[differ] <= 2 * BF16_SCORE_TOLERANCE).all()

@@ -276,3 +276,21 @@ def test_rerun_with_same_config_reuses_metrics(tmp_path, synthetic_csv):
     first = run(cfg)
     (tmp_path / "checkpoints").rename(tmp_path / "moved")  # a re-run would write them again
     assert run(cfg) == first and not (tmp_path / "checkpoints").exists()
+
+
+def test_train_throughput_counts_the_real_tokens_of_every_optimizer_step(tmp_path):
+    from omegaconf import OmegaConf
+
+    from shotlab.data.sampling import draw_sample
+    from shotlab.data.tasks import load_task
+
+    cfg = make_cfg(tmp_path, "method=finetune", "regime.k=2", "epochs=1", "validations=1", "regime.min_steps=3",
+                   "batch_size=4", "+callbacks.throughput._target_=shotlab.models.classifier.TrainThroughput")
+    result = run(cfg)
+    throughput = json.loads((tmp_path / "throughput.json").read_text())
+    assert throughput["steps"] == result["train_steps"] == 3
+    # k=2 per class in one batch of 4: every step sees the 4 texts, each cut to max_length
+    sample = draw_sample(load_task(OmegaConf.to_container(cfg.task, resolve=True)), 2, 0)
+    lengths = [min(len(ids), cfg.max_length) for ids in tiny().tokenizer(list(sample.train.texts)).input_ids]
+    assert throughput["tokens"] == 3 * sum(lengths)
+    assert throughput["tokens_per_s"] == pytest.approx(throughput["tokens"] / throughput["seconds"])

@@ -93,6 +93,9 @@ def check_folder(key: str, value, what: str) -> None:
 _SIZE_KEY = re.compile(r"^(n_|num_)|_(size|layers|heads|positions)$")
 
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # backbone.dtype
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise a one-line ShotlabError for a value a user may have mistyped."""
     if cfg.regime.name not in REGIMES:
@@ -136,6 +139,31 @@ def check_config(cfg: DictConfig) -> None:
         raise ShotlabError(f"backbone.pooling must be 'last' or 'mean', got {cfg.backbone.pooling!r}")
     if not cfg.backbone.name_or_path and not cfg.backbone.random_init:
         raise ShotlabError("set backbone.name_or_path (a hub name or folder) or backbone.random_init")
+    if cfg.backbone.get("dtype", "auto") not in DTYPES:
+        raise ShotlabError(f"backbone.dtype must be one of {DTYPES}, got {cfg.backbone.dtype!r}")
+    if not isinstance(cfg.backbone.get("gradient_checkpointing", False), bool):
+        raise ShotlabError(f"backbone.gradient_checkpointing must be true or false, got "
+                           f"{cfg.backbone.gradient_checkpointing!r}")
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """A GPU trainer on a machine without one, or FSDP off a GPU, in one line before the model loads
+    (Lightning would say so only once the model is built). Apart from check_config: this is about
+    the machine, not the config (the docs' commands name trainer=gpu and compose anywhere)."""
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator") or "cpu")
+    strategy = OmegaConf.select(cfg, "trainer.strategy")
+    target = strategy.get("_target_", "") if isinstance(strategy, DictConfig) else str(strategy or "")
+    sharded = "fsdp" in target.lower()
+    if accelerator in ("gpu", "cuda") or sharded:
+        import torch
+
+        if not torch.cuda.is_available():
+            what = "trainer=fsdp (Lightning's FSDP runs on CUDA GPUs only)" if sharded else \
+                f"trainer.accelerator={accelerator}"
+            raise ShotlabError(f"{what}, but this machine has no CUDA GPU; use trainer=cpu (or trainer=ddp "
+                               "trainer.accelerator=cpu for several processes)")
+        if sharded and accelerator not in ("gpu", "cuda"):
+            raise ShotlabError(f"trainer=fsdp runs on GPUs; trainer.accelerator={accelerator} cannot shard")
 
 
 def check_paths(cfg: DictConfig) -> None:

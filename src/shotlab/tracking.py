@@ -30,17 +30,26 @@ def peak_memory_mb() -> float:
     return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
 
 
-def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-    """Best fp32 GFLOP/s of an n x n matmul on this process's threads: the yardstick the
-    benchmarks give their % of (measure it in the same process, near the work it measures)."""
+def matmul_peak(n: int = 2048, repeats: int = 5, device: str = "cpu", dtype=None) -> float:
+    """Best GFLOP/s of an n x n matmul (fp32 unless `dtype`) on this process's threads or on a
+    GPU (`device="cuda"`): the yardstick the benchmarks give their % of (measure it in the same
+    process, near the work it measures)."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a = torch.randn(n, n, device=device, dtype=dtype or torch.float32)
+    b = torch.randn(n, n, device=device, dtype=dtype or torch.float32)
+
+    def sync():
+        if a.is_cuda:
+            torch.cuda.synchronize()
+
     a @ b
+    sync()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best / 1e9
 
@@ -138,3 +147,4 @@ def log_report(logger_cfg: dict, sweep_dir: Path, report: dict) -> None:
                  "report/prompt_comparisons": table(report["prompt_comparisons"])}
                 if report.get("prompts") is not None else {})})
     run.finish()
+

@@ -19,7 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from shotlab import ShotlabError
-from shotlab.config import build_method, check_config, check_paths, config_hash, task_config
+from shotlab.config import build_method, check_accelerator, check_config, check_paths, config_hash, task_config
 from shotlab.data.sampling import draw_sample
 from shotlab.data.tasks import DEFAULT_PROMPT, load_task
 from shotlab.runfolder import fail, make_folder, write_json, writes
@@ -79,6 +79,7 @@ def run(cfg: DictConfig) -> dict:
     """Do one run and return what it writes to metrics.json."""
     check_config(cfg)
     check_paths(cfg)
+    check_accelerator(cfg)
     method = build_method(cfg.method)
     method.check(cfg)
     out = make_folder(Path(cfg.output_dir), "output_dir")

@@ -23,9 +23,13 @@ class Prompt(Method):
         return f"{self.name} (calibrated)" if self.calibrate else self.name
 
     def run(self, job: Job) -> Outcome:
+        from omegaconf import OmegaConf
+
+        from shotlab.models.backbone import scoring_placement
         from shotlab.models.scorer import LMScorer, demonstrations
 
         sample, task = job.sample, job.sample.task
+        job.backbone.place(*scoring_placement(job.cfg.backbone, OmegaConf.to_container(job.cfg.trainer)))
         demos = demonstrations(sample.train.texts, sample.train.labels, task.template, task.verbalizer, seed=sample.seed)
         scorer = LMScorer(job.backbone, task.template, task.verbalizer, token_reduce=self.token_reduce,
                           batch_size=job.cfg.eval_batch_size, text_tokens=job.cfg.max_length)

@@ -128,7 +128,7 @@ class Transfer(Method):
         train_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
         if trained:
-            checkpoint.restore(model)  # the best weights on the dev sample score the test set
+            checkpoint.restore(model, trainer)  # the best weights on the dev sample score the test set
         scores = {"test": _predict(trainer, model, data.test_dataloader(), len(sample.test))}
         if has_dev:
             scores["dev"] = _predict(trainer, model, data.val_dataloader(), len(sample.dev))
@@ -182,7 +182,11 @@ class LinearProbe(Transfer):
             return None
         from shotlab.models.features import FeatureCache
 
-        return FeatureCache.for_run(job.backbone, job.cfg.backbone, batch_size=job.cfg.eval_batch_size)
+        from omegaconf import OmegaConf
+
+        return FeatureCache.for_run(job.backbone, OmegaConf.to_container(job.cfg.backbone, resolve=True),
+                                    batch_size=job.cfg.eval_batch_size,
+                                    trainer_cfg=OmegaConf.to_container(job.cfg.trainer))
 
 
 class PromptProbe(LinearProbe):

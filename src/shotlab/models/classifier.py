@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import pickle
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
@@ -127,21 +128,73 @@ class BestWeights(Checkpoint):
         if self.full:
             trainer.save_checkpoint(self.path)  # every rank joins; rank 0 writes
         else:
+            # The strategy's state dict: the module's own, or under FSDP the full one gathered from
+            # every rank's shards (a collective: every rank asks, rank 0 receives).
+            weights = trainer.strategy.lightning_module_state_dict()
             if trainer.is_global_zero:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                state = {"state_dict": model.trained_state(), "global_step": trainer.global_step,
+                state = {"state_dict": model.trained_state(weights), "global_step": trainer.global_step,
                          "epoch": trainer.current_epoch, **extra}
                 write_whole(self.path, lambda part: _save(state, part))
             trainer.strategy.barrier()
         self.current = True
 
-    def restore(self, model: L.LightningModule) -> None:
-        """Put the written weights back into `model`, unless it holds them already."""
+    def restore(self, model: L.LightningModule, trainer: L.Trainer | None = None) -> None:
+        """Put the written weights back into `model`, unless it holds them already (every rank
+        reads the file; under FSDP each keeps its own shard of it)."""
         if self.current or not self.path.exists():
             return
         state = torch.load(self.path, map_location="cpu", weights_only=not self.full, mmap=True)["state_dict"]
-        model.load_state_dict(state, strict=model.trains == "all")
+        load_full_state(model, state, strict=model.trains == "all", wrapped=trainer.strategy.model if trainer else None)
         self.current = True
+
+
+def load_full_state(model: nn.Module, state: dict, strict: bool, wrapped: nn.Module | None = None) -> None:
+    """model.load_state_dict(state), also when training sharded it (`wrapped`, the strategy's
+    FSDP module): a full state dict goes in through FSDP, which keeps each rank's shard."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    from torch.distributed.fsdp import StateDictType
+
+    if isinstance(wrapped, FSDP):
+        with FSDP.state_dict_type(wrapped, StateDictType.FULL_STATE_DICT):
+            wrapped.load_state_dict(state, strict=strict)
+    else:
+        model.load_state_dict(state, strict=strict)
+
+
+class TrainThroughput(Callback):
+    """Real tokens (attention-mask ones) and seconds of the optimizer steps alone (forward,
+    backward, optimizer step; no validation, no setup), the GPU synchronised around each, written
+    to <run folder>/throughput.json when training ends. Add it to any gradient run:
+
+        python -m shotlab.train ... +callbacks.throughput._target_=shotlab.models.classifier.TrainThroughput
+    """
+
+    def __init__(self):
+        self.steps, self.tokens, self.seconds, self._start = 0, 0, 0.0, 0.0
+
+    @staticmethod
+    def _sync(pl_module) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._sync(pl_module)
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._sync(pl_module)
+        self.seconds += time.perf_counter() - self._start
+        self.steps += 1
+        if isinstance(batch, dict) and "attention_mask" in batch:
+            self.tokens += int(batch["attention_mask"].sum())
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        from shotlab.runfolder import write_json
+
+        write_json(Path(trainer.default_root_dir) / "throughput.json",
+                   {"steps": self.steps, "tokens": self.tokens, "seconds": self.seconds,
+                    "tokens_per_s": self.tokens / self.seconds if self.seconds else None})
 
 
 class TransferClassifier(L.LightningModule):

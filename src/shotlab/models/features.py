@@ -36,17 +36,21 @@ from shotlab.files import write_whole
 from shotlab.models.backbone import Backbone, eval_mode
 
 FORMAT = 2  # 1: one {example id: feature} file per split, keyed by the task's config
-# Backbone keys that change only how a batch runs (packed or padded), not the features.
-_NOT_FEATURE_BACKBONE_KEYS = ("pack",)
+# Backbone keys that change only how a batch runs (packed or padded; checkpointed in training),
+# not the features.
+_NOT_FEATURE_BACKBONE_KEYS = ("pack", "gradient_checkpointing")
 DIGEST_BYTES = 16
 
 
-def cache_key(backbone_cfg: Mapping) -> str:
+def cache_key(backbone_cfg: Mapping, placement: tuple[torch.device, torch.dtype] | None = None) -> str:
     """Same key <=> the same pooled feature of every token sequence: the backbone, the modification
-    time of a local folder's weights, and the cache's FORMAT."""
+    time of a local folder's weights, where and in which dtype it encodes (bf16 features, or a
+    GPU's fp32 ones, differ from a CPU's fp32 ones in their last bits), and the cache's FORMAT."""
     local = Path(str(backbone_cfg.get("name_or_path")))
     stamp = max((f.stat().st_mtime_ns for f in local.glob("*.safetensors")), default=0) if local.is_dir() else 0
     backbone = {k: v for k, v in backbone_cfg.items() if k not in _NOT_FEATURE_BACKBONE_KEYS}
+    device, dtype = placement or (torch.device("cpu"), torch.float32)
+    backbone["dtype"] = f"{str(dtype).removeprefix('torch.')}-{device.type}"
     blob = json.dumps({"backbone": backbone, "weights_mtime": stamp, "format": FORMAT}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -59,17 +63,24 @@ def digest(tokens: Sequence[int]) -> bytes:
 class FeatureCache:
     """Callable as a DataModule encoder: (split, tokens) -> (N, H) pooled features."""
 
-    def __init__(self, backbone: Backbone, folder: Path, batch_size: int = 32):
+    def __init__(self, backbone: Backbone, folder: Path, batch_size: int = 32,
+                 placement: tuple[torch.device, torch.dtype] | None = None):
         self.backbone, self.folder, self.batch_size = backbone, Path(folder), batch_size
+        self.placement = placement  # where and in which dtype to encode (None: where the backbone is)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.computed = 0  # sequences run through the backbone by this cache (the rest were read)
 
     @classmethod
-    def for_run(cls, backbone: Backbone, backbone_cfg: Mapping, batch_size: int = 32) -> FeatureCache:
+    def for_run(cls, backbone: Backbone, backbone_cfg: Mapping, batch_size: int = 32,
+                trainer_cfg: Mapping | None = None) -> FeatureCache:
         """The cache a run's features live in: one folder per cache_key under $SHOTLAB_FEATURES
-        (default: the asset cache's features/), shared by every task, k, seed and test_size."""
+        (default: the asset cache's features/), shared by every task, k, seed and test_size. The
+        backbone encodes where and in which dtype `scoring_placement` says."""
+        from shotlab.models.backbone import scoring_placement
+
+        placement = scoring_placement(backbone_cfg, trainer_cfg)
         root = Path(os.environ.get("SHOTLAB_FEATURES") or cache_dir() / "features")
-        return cls(backbone, root / cache_key(backbone_cfg), batch_size)
+        return cls(backbone, root / cache_key(backbone_cfg, placement), batch_size, placement)
 
     def _read(self, wanted: set[bytes]) -> dict[bytes, torch.Tensor]:
         """The cached features of the wanted digests, from every complete shard that holds some."""
@@ -119,11 +130,15 @@ class FeatureCache:
             from tqdm.auto import tqdm
 
             pooled = []
+            if self.placement is not None:  # the frozen backbone is used for nothing else after its features
+                self.backbone.place(*self.placement)
+            device = self.backbone.device
             with eval_mode(self.backbone):
                 for start in tqdm(range(0, len(missing), self.batch_size), desc=f"features {split}", unit="batch",
                                   leave=False):
                     chunk = missing[start : start + self.batch_size]
-                    pooled.append(self.backbone(*pad_right([tokens[i] for i in chunk], pad)))  # (b, H)
+                    batch = pad_right([tokens[i] for i in chunk], pad, device)
+                    pooled.append(self.backbone(*batch).float().cpu())  # (b, H), stored as float32
             new = torch.cat(pooled)
             self._write([keys[i] for i in missing], new)
             store.update(zip((keys[i] for i in missing), new))
