@@ -376,6 +376,14 @@ def test_log_report_sends_what_report_md_shows_to_wandb(tmp_path, monkeypatch):
     report = write_report(tmp_path, echo=False)
     log_report({"project": "p", "group": "g"}, tmp_path, report)
     assert list(logged["report/ood"].eval_task) == ["news"] and len(logged["report/ood_comparisons"]) == 0
+    # a sweep over prompts also logs the across-prompt table and its comparisons
+    logged.clear()
+    sweep = tmp_path / "prompts"
+    prompt_sweep(sweep, {"one": 0.7, "two": 0.8}, {(p, s): 0.5 for p in ("one", "two") for s in range(3)})
+    report = write_report(sweep, echo=False)
+    log_report({"project": "p", "group": "g"}, sweep, report)
+    assert set(logged["report/prompts"].method) == {"finetune", "prompt"}
+    assert list(logged["report/prompt_comparisons"].versus) == ["zero-shot prompt"]
 
 
 def test_out_of_domain_rows_are_the_same_choices_scored_on_the_eval_tasks(tmp_path):
