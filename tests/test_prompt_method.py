@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from shotlab.train import run
 from tests.conftest import make_cfg
@@ -168,3 +169,65 @@ def test_bf16_scoring_agrees_with_fp32_within_its_tolerance(tmp_path):
     margin = (fp32[:, 0] - fp32[:, 1]).abs()
     differ = fp32.argmax(-1) != bf16.argmax(-1)
     assert (margin[differ] <= 2 * BF16_SCORE_TOLERANCE).all()
+
+
+def test_many_shot_keeps_the_demonstrations_that_fit_the_context_and_says_so(tmp_path, capfd):
+    """method=prompt at a k whose demonstrations overflow the context (tiny-gpt2: 512 positions):
+    the run keeps as many as fit (the latest shown), records how many, and says so in one line."""
+    result = run(make_cfg(tmp_path, "method=prompt", "regime=few", "regime.k=32", "task.test_size=8"))
+    kept = result["num_demonstrations"]
+    assert 0 < kept < 64
+    lines = [line for line in capfd.readouterr().err.splitlines() if "demonstrations fit" in line]
+    assert lines == [f"shotlab: {kept} of 64 demonstrations fit the backbone's context of 512 tokens with the "
+                     "longest test prompt; the first {} shown are left out".format(64 - kept)]
+
+
+def test_nearest_demonstrations_are_deterministic_recorded_and_scored_as_one_full_prompt(tmp_path):
+    """method.demonstrations=nearest: per example, the sample ordered by feature similarity, most
+    similar last; the same run twice gives the same demonstrations, predictions.jsonl names them,
+    and each example's scores are those of its own whole prompt."""
+    from shotlab.data.sampling import draw_sample
+    from shotlab.data.tasks import load_task
+    from shotlab.models.scorer import LMScorer, naive_scores
+    from tests.conftest import tiny
+
+    rows = {}
+    for attempt in ("a", "b"):
+        cfg = make_cfg(tmp_path / attempt, "method=prompt", "regime.k=2", "task.test_size=6", "heldout_size=0",
+                       "method.demonstrations=nearest", "method.num_nearest=3")
+        result = run(cfg)
+        assert result["demonstrations"] == "nearest" and result["method_label"] == "prompt (nearest)"
+        rows[attempt] = [json.loads(line) for line in (tmp_path / attempt / "predictions.jsonl").read_text().splitlines()]
+    assert rows["a"] == rows["b"]
+    sample = draw_sample(load_task(OmegaConf.to_container(cfg.task, resolve=True)), 2, 0)
+    by_id = dict(zip(sample.train.ids, zip(sample.train.texts, sample.train.labels)))
+    test = [r for r in rows["a"] if r["split"] == "test"]
+    assert all(len(r["demonstrations"]) == 3 and set(r["demonstrations"]) <= set(by_id) for r in test)
+    assert len({tuple(r["demonstrations"]) for r in test}) > 1  # they depend on the example
+    task = sample.task
+    backbone = tiny().eval()
+    # most similar last: cosine similarity of the pooled states of the raw texts
+    from shotlab.data.batching import pad_right
+
+    def pooled(texts):
+        ids = backbone.tokenizer(list(texts), truncation=True, max_length=cfg.max_length).input_ids
+        with torch.no_grad():
+            return torch.nn.functional.normalize(backbone(*pad_right(ids, backbone.tokenizer.pad_token_id)), dim=-1)
+
+    similarity = pooled(sample.test.texts) @ pooled(sample.train.texts).T
+    position = {rid: i for i, rid in enumerate(sample.train.ids)}
+    for r, row in zip(test, similarity):
+        want = [sample.train.ids[i] for i in row.argsort(stable=True)[-3:].tolist()]
+        assert [float(row[position[i]]) for i in r["demonstrations"]] == pytest.approx([float(row[position[i]]) for i in want], abs=1e-5)
+    for r, text in zip(test, sample.test.texts):
+        demos = [f"{task.template.format(text=by_id[i][0])} {task.verbalizer[int(by_id[i][1])][0]}"
+                 for i in r["demonstrations"]]
+        want = naive_scores(backbone, [text], task.template, task.verbalizer, demos)
+        torch.testing.assert_close(torch.tensor([r["scores"]]), want, atol=1e-4, rtol=1e-4)
+
+
+def test_nearest_demonstrations_refuse_calibration_in_one_line(tmp_path):
+    from shotlab import ShotlabError
+
+    with pytest.raises(ShotlabError, match="^method.demonstrations=nearest gives every example a prefix"):
+        run(make_cfg(tmp_path, "method=prompt_calibrated", "regime.k=2", "method.demonstrations=nearest"))

@@ -162,11 +162,14 @@ def _prompt_tokens(backbone, demos, texts=TEXTS):
     return len(tok(shared).input_ids) + rest + word
 
 
-def test_too_long_drops_demonstrations_from_the_front(backbone):
+def test_too_long_drops_demonstrations_from_the_front(backbone, capsys):
     demos = _demos()
     limit = _prompt_tokens(backbone, demos[2:])  # room for exactly the last three
     got = LMScorer(backbone, TEMPLATE, VERBALIZER, max_length=limit).score(TEXTS, demos)
     assert got.num_demonstrations == 3
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("shotlab:")]
+    assert err == [f"shotlab: 3 of 5 demonstrations fit the backbone's context of {limit} tokens with the longest "
+                   "test prompt; the first 2 shown are left out"]
     want = naive_scores(backbone, TEXTS, TEMPLATE, VERBALIZER, demos[2:])
     torch.testing.assert_close(got.scores, want, atol=1e-4, rtol=1e-4)
     assert LMScorer(backbone, TEMPLATE, VERBALIZER, max_length=limit - 1).score(TEXTS, demos).num_demonstrations == 2
@@ -205,3 +208,47 @@ def test_texts_longer_than_max_length_are_scored_whole_with_a_note(backbone, cap
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("shotlab:")]
     assert notes == [f"shotlab: 1 of 5 texts are longer than max_length={limit} tokens (longest {max(lengths)}); "
                      "prompting scores them whole"]
+
+
+@pytest.mark.parametrize("words", ["one-token", "multi-token"])
+@pytest.mark.parametrize("calibrate", [False, True])
+def test_shared_prefix_attention_equals_the_copied_prefix_cache(backbone, words, calibrate, monkeypatch):
+    """The Hydragen split (prefix part + own part, merged by log-sum-exp; models.shared_prefix)
+    gives the reference path's scores (the prefix cache expanded to every row): GPT-2 and Llama
+    (grouped-query) blocks, packed prompts (one-token words) and padded ones with multi-token
+    words, calibration's content-free inputs included."""
+    from shotlab.models import shared_prefix
+
+    verbalizer = (("bad", "awful"), ("good",), ("fine",)) if words == "one-token" else VERBALIZER
+    demos = demonstrations(TRAIN_TEXTS, TRAIN_LABELS, TEMPLATE, verbalizer, 0)
+    calls = []
+    attention = shared_prefix.attention
+    monkeypatch.setattr(shared_prefix, "attention", lambda *a, **k: calls.append(1) or attention(*a, **k))
+    shared = LMScorer(backbone, TEMPLATE, verbalizer, batch_size=5).score(TEXTS, demos, calibrate=calibrate)
+    n_layers = backbone.lm.config.num_hidden_layers
+    assert len(calls) >= n_layers and len(calls) % n_layers == 0  # every layer of every forward took it
+    calls.clear()
+    copied = LMScorer(backbone, TEMPLATE, verbalizer, batch_size=5, shared_prefix=False).score(
+        TEXTS, demos, calibrate=calibrate)
+    assert not calls
+    torch.testing.assert_close(shared.scores, copied.scores, atol=1e-5, rtol=1e-5)
+    assert torch.equal(shared.predictions, copied.predictions)
+    assert copied.scores.std(0).max() > 0.1
+
+
+def test_a_model_outside_the_attention_registry_falls_back_to_the_copied_cache(backbone, monkeypatch, capsys):
+    from shotlab.models import shared_prefix
+
+    monkeypatch.setattr(shared_prefix, "attention", lambda module, *a, shared_prefix=None, **k:
+                        shared_prefix_free(module, *a, **k))
+    got = LMScorer(backbone, TEMPLATE, VERBALIZER, batch_size=2).score(TEXTS, _demos()).scores
+    want = LMScorer(backbone, TEMPLATE, VERBALIZER, batch_size=2, shared_prefix=False).score(TEXTS, _demos()).scores
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert "does not call transformers' attention registry" in capsys.readouterr().err
+
+
+def shared_prefix_free(module, query, key, value, attention_mask, **kwargs):
+    """An attention that ignores the prefix it is given (as a model with its own attention code would)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)

@@ -66,16 +66,20 @@ def sample_metrics(sample, scores: dict[str, torch.Tensor]) -> dict:
             "label_names": list(sample.task.label_names), **({"eval": evals} if evals else {})}
 
 
-def write_predictions(path: Path, sample, scores: dict[str, torch.Tensor]) -> list[dict]:
+def write_predictions(path: Path, sample, scores: dict[str, torch.Tensor],
+                      columns: dict[str, list[dict]] | None = None) -> list[dict]:
     """Write predictions.jsonl (test, dev, held-out and eval-task rows; only the writing process of
-    a DDP run) and return its rows."""
+    a DDP run) and return its rows; `columns` (split -> a dict per example) adds fields to them."""
     rows = []
     for name, split in sample.scored().items():
         if name not in scores:
             continue
         predicted = scores[name].argmax(-1).tolist()
-        for rid, label, pred, row in zip(split.ids, split.labels.tolist(), predicted, scores[name].tolist()):
-            rows.append({"split": name, "id": rid, "label": label, "prediction": pred, "scores": [round(s, 6) for s in row]})
+        more = (columns or {}).get(name) or [{}] * len(split)
+        for rid, label, pred, row, extra in zip(split.ids, split.labels.tolist(), predicted, scores[name].tolist(),
+                                                more):
+            rows.append({"split": name, "id": rid, "label": label, "prediction": pred,
+                         "scores": [round(s, 6) for s in row], **extra})
     if writes():
         write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
     return rows

@@ -123,7 +123,7 @@ def run(cfg: DictConfig) -> dict:
         load_backbone_weights(backbone, cfg.backbone.init_from)
     logger = make_logger(cfg.get("logger"))
     outcome = method.run(Job(cfg, sample, backbone, out, logger))
-    rows = write_predictions(out / "predictions.jsonl", sample, outcome.scores)
+    rows = write_predictions(out / "predictions.jsonl", sample, outcome.scores, outcome.columns)
     result = {**record, "status": "ok", **sample_metrics(sample, outcome.scores), **outcome.extra,
               "peak_memory_mb": peak_memory_mb()}
     write_json(metrics_file, result)

@@ -31,10 +31,12 @@ class Job:
 @dataclass
 class Outcome:
     """Label scores (N, C) per split ("test", and "dev" when the run has a dev sample), in the
-    split's order; the prediction is the argmax. `extra` goes into metrics.json as is."""
+    split's order; the prediction is the argmax. `extra` goes into metrics.json as is; `columns`
+    (split -> one dict per example) adds fields to that split's predictions.jsonl rows."""
 
     scores: dict[str, Any]
     extra: dict = field(default_factory=dict)
+    columns: dict[str, list[dict]] = field(default_factory=dict)
 
 
 class Method:

@@ -179,24 +179,33 @@ class Backbone(nn.Module):
         cfg = self.lm.config
         return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 1024)
 
-    def states(self, input_ids, attention_mask, cache=None, position_ids=None):
+    def states(self, input_ids, attention_mask, cache=None, position_ids=None, shared_prefix=None):
         """Final-layer token states (B, T, H) and the KV cache when one is passed in. Without a
         cache or position ids, a batch of mixed lengths runs packed (`plan_packing`); its states
-        at padding are 0 then."""
-        if cache is None and position_ids is None and self.packs:
+        at padding are 0 then. With `shared_prefix` (models.shared_prefix.SharedPrefix) every row
+        also attends to that one prefix, which is not copied; `attention_mask` is then the 4-D
+        additive mask over the rows' own keys and `position_ids` start after the prefix."""
+        if cache is None and position_ids is None and shared_prefix is None and self.packs:
             packing = plan_packing(attention_mask)
             if packing is not None:
                 return self._packed_states(input_ids, packing), None
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)
-        out = self.lm.base_model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            use_cache=cache is not None,
-        )
-        return out.last_hidden_state, cache  # a passed-in cache is updated in place
+        if shared_prefix is None:
+            out = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                     cache=cache, use_cache=cache is not None)
+            return out.last_hidden_state, cache  # a passed-in cache is updated in place
+        from shotlab.models import shared_prefix as sp
+
+        shared_prefix.calls = 0
+        with sp.in_use(self.lm):
+            out = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                     cache=cache, use_cache=cache is not None, shared_prefix=shared_prefix)
+        layers = self.lm.config.num_hidden_layers
+        if shared_prefix.calls != layers:
+            raise sp.Unsupported(f"shared-prefix attention reached {shared_prefix.calls} of {layers} layers: this "
+                                 "model's attention does not call transformers' attention registry")
+        return out.last_hidden_state, cache
 
     @property
     def packs(self) -> bool:

@@ -33,6 +33,7 @@ from transformers import DynamicCache
 from shotlab import ShotlabError
 from shotlab.data.batching import pad_right
 from shotlab.models.backbone import eval_mode, plan_packing
+from shotlab.models.shared_prefix import SharedPrefix, Unsupported, own_mask
 
 # Contextual calibration's content-free inputs (Zhao et al. 2021, "Calibrate before use").
 CONTENT_FREE = ("N/A", "", "[MASK]")
@@ -76,7 +77,7 @@ def calibrate_scores(scores: torch.Tensor, content_free_scores: torch.Tensor) ->
 class LabelScores:
     scores: torch.Tensor  # (N, C) label scores; log(p / p_cf) when calibrated
     predictions: torch.Tensor  # (N,) argmax label indices
-    num_demonstrations: int  # demonstrations kept after the context-length policy
+    num_demonstrations: int | list[int]  # demonstrations kept after the context-length policy (per text: score_each)
 
 
 class LMScorer:
@@ -92,7 +93,8 @@ class LMScorer:
     """
 
     def __init__(self, backbone, template: str, verbalizer, token_reduce: str = "sum",
-                 batch_size: int = 16, max_length: int | None = None, text_tokens: int | None = None):
+                 batch_size: int = 16, max_length: int | None = None, text_tokens: int | None = None,
+                 shared_prefix: bool = True):
         if token_reduce not in ("sum", "mean"):
             raise ShotlabError(f"token_reduce must be 'sum' or 'mean', got {token_reduce!r}")
         self.backbone, self.template, self.token_reduce = backbone, template, token_reduce
@@ -101,6 +103,9 @@ class LMScorer:
         self.text_tokens = text_tokens
         self.word_ids, self.word_label = verbalizer_words(backbone.tokenizer, verbalizer)
         self.num_classes = len(verbalizer)
+        # True: rows attend to the one prefix K/V (models.shared_prefix); False: the reference
+        # path, the prefix cache expanded to every row
+        self.shared_prefix = shared_prefix
 
     @property
     def device(self) -> torch.device:
@@ -133,12 +138,32 @@ class LMScorer:
         texts = list(texts) + (list(CONTENT_FREE) if calibrate else [])
         rests = [tok(split_prompt(self.template, t)[1], add_special_tokens=False).input_ids for t in texts]
         shared, kept = self.fit_prefix(list(demos), [len(r) for r in rests])
+        if kept < len(demos):  # many-shot: as many as the context holds, the latest ones
+            print(f"shotlab: {kept} of {len(demos)} demonstrations fit the backbone's context of {self.max_length} "
+                  f"tokens with the longest test prompt; the first {len(demos) - kept} shown are left out",
+                  file=sys.stderr)
         if not shared and min(map(len, rests)) == 0:
             raise ShotlabError("a prompt is empty: nothing to condition the label words on; fix task.template")
         with eval_mode(self.backbone):
             scores = self._score(shared, rests)
         if calibrate:
             scores = calibrate_scores(scores[: -len(CONTENT_FREE)], scores[-len(CONTENT_FREE) :])
+        return LabelScores(scores, scores.argmax(-1), kept)
+
+    @torch.inference_mode()
+    def score_each(self, texts: Sequence[str], demos: Sequence[Sequence[str]]) -> LabelScores:
+        """Label scores of `texts`, each after demonstrations of its own (`demos[i]`, formatted;
+        nearest-neighbour demonstrations). No prefix is shared: each prompt runs whole, under the
+        same context-length policy, one text at a time; `num_demonstrations` is a list, per text."""
+        tok = self.backbone.tokenizer
+        prompts, kept = [], []
+        for text, shown in zip(texts, demos):
+            rest = tok(split_prompt(self.template, text)[1], add_special_tokens=False).input_ids
+            shared, n = self.fit_prefix(list(shown), [len(rest)])
+            prompts.append(shared + rest)
+            kept.append(n)
+        with eval_mode(self.backbone):
+            scores = self._score([], prompts)
         return LabelScores(scores, scores.argmax(-1), kept)
 
     def _score(self, shared: list[int], rests: list[list[int]]) -> torch.Tensor:
@@ -155,28 +180,42 @@ class LMScorer:
         order = sorted(range(len(rests)), key=lambda i: -len(rests[i]))  # similar lengths share a batch
         from tqdm.auto import tqdm
 
+        shared = SharedPrefix(prefix_kv, P) if P and self.shared_prefix else None
         for start in tqdm(range(0, len(order), self.batch_size), desc="prompt scoring", unit="batch", leave=False):
             index = order[start : start + self.batch_size]
-            out[index] = self._score_batch(prefix_kv, prefix_last, P, [rests[i] for i in index], words)
+            batch = [rests[i] for i in index]
+            try:
+                out[index] = self._score_batch(prefix_kv, prefix_last, P, batch, words, shared)
+            except Unsupported as err:  # a model outside transformers' attention registry: the reference path
+                print(f"shotlab: {err}; scoring with the prefix cache copied to every row", file=sys.stderr)
+                self.shared_prefix, shared = False, None
+                out[index] = self._score_batch(prefix_kv, prefix_last, P, batch, words, None)
         return out
 
-    def _score_batch(self, prefix_kv, prefix_last, P, rests, words) -> torch.Tensor:
+    def _score_batch(self, prefix_kv, prefix_last, P, rests, words, shared=None) -> torch.Tensor:
         bb, dev = self.backbone, self.device
         B, (word_ids, word_mask) = len(rests), words
         J, M = word_ids.shape
-        # 2. Each prompt once, right-padded, over the prefix cache expanded (not copied) to B rows.
+        # 2. Each prompt once, right-padded, after the prefix: attending to its one K/V (`shared`),
+        # or over the prefix cache expanded (not copied) to B rows and concatenated per layer.
         ids, mask = pad_right(rests, bb.tokenizer.pad_token_id, dev)  # (B, L)
         lengths = mask.sum(1)  # (B,)
         L = ids.shape[1]
         packing = plan_packing(mask) if M == 1 and bb.packs and int(lengths.min()) > 0 else None
         if packing is not None:  # one-token words need only each prompt's last state: pack the prompts
-            last = self._packed_last_states(prefix_kv, P, ids, lengths, packing)
+            last = self._packed_last_states(prefix_kv, P, ids, lengths, packing, shared)
             return self._word_scores(last.repeat_interleave(J, 0)[:, None], B, words)
-        cache = DynamicCache(ddp_cache_data=[(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1))
-                                             for k, v in prefix_kv])  # empty when P == 0
-        mask = torch.cat([torch.ones(B, P, dtype=torch.long, device=dev), mask], 1)  # (B, P+L)
         positions = P + torch.arange(L, device=dev).expand(B, L)  # pads sit after the text, masked out
-        hidden, _ = bb.states(ids, mask, cache=cache, position_ids=positions)  # (B, L, H)
+        dtype = bb.lm.get_input_embeddings().weight.dtype
+        if shared is not None:
+            cache = DynamicCache() if M > 1 else None  # the rows' own keys, for their label words
+            hidden, _ = bb.states(ids, own_mask(mask, dtype=dtype), cache=cache, position_ids=positions,
+                                  shared_prefix=shared)
+        else:
+            cache = DynamicCache(ddp_cache_data=[(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1))
+                                                 for k, v in prefix_kv])  # empty when P == 0
+            mask = torch.cat([torch.ones(B, P, dtype=torch.long, device=dev), mask], 1)  # (B, P+L)
+            hidden, _ = bb.states(ids, mask, cache=cache, position_ids=positions)  # (B, L, H)
         # The state that predicts a word's first token: the last real one of prefix + prompt.
         first = prefix_last.expand(B, 1, -1) if P else hidden.new_zeros(B, 1, hidden.shape[-1])
         last = torch.cat([first, hidden], 1)[torch.arange(B, device=dev), lengths]  # (B, H)
@@ -185,27 +224,34 @@ class LMScorer:
         # 3. All (example, word) rows in one forward over the prompt cache. A word's last token
         # predicts nothing we need, so only tokens 0..M-2 are fed (no forward when all M == 1).
         if M > 1:
-            cache.batch_repeat_interleave(J)  # (B*J, nh, P+L, hs): row b*J + j is example b, word j
+            cache.batch_repeat_interleave(J)  # (B*J, nh, [P+]L, hs): row b*J + j is example b, word j
             rows_mask = word_mask[:, :-1].repeat(B, 1)  # (B*J, M-1)
-            full_mask = torch.cat([mask.repeat_interleave(J, 0), rows_mask], 1)  # (B*J, P+L+M-1)
+            full_mask = torch.cat([mask.repeat_interleave(J, 0), rows_mask], 1)  # (B*J, [P+]L+M-1)
             positions = P + lengths.repeat_interleave(J)[:, None] + torch.arange(M - 1, device=dev)
             inputs = word_ids[:, :-1].repeat(B, 1)  # (B*J, M-1)
-            word_hidden, _ = bb.states(inputs, full_mask, cache=cache, position_ids=positions)
+            if shared is not None:
+                word_hidden, _ = bb.states(inputs, own_mask(full_mask, past=L, dtype=dtype), cache=cache,
+                                           position_ids=positions, shared_prefix=shared)
+            else:
+                word_hidden, _ = bb.states(inputs, full_mask, cache=cache, position_ids=positions)
             prev = torch.cat([prev, word_hidden], 1)  # (B*J, M, H): the state before each word token
         return self._word_scores(prev, B, words)
 
-    def _packed_last_states(self, prefix_kv, P, ids, lengths, packing) -> torch.Tensor:
+    def _packed_last_states(self, prefix_kv, P, ids, lengths, packing, shared=None) -> torch.Tensor:
         """(B, H) last state of each prompt, run packed (backbone.Packing) after the shared prefix:
         a slot sees the whole prefix and the earlier slots of its own prompt."""
         bb, dev = self.backbone, self.device
         B, T = ids.shape
         R, C = packing.segment.shape
         own = packing.attention_mask(bb.lm.get_input_embeddings().weight.dtype)  # (R, 1, C, C)
-        mask = torch.cat([own.new_zeros(R, 1, C, P), own], -1)  # (R, 1, C, P + C): the prefix is seen
-        cache = DynamicCache(ddp_cache_data=[(k.expand(R, -1, -1, -1), v.expand(R, -1, -1, -1))
-                                             for k, v in prefix_kv])
-        hidden, _ = bb.states(packing.pack(ids, bb.tokenizer.pad_token_id), mask, cache=cache,
-                              position_ids=P + packing.positions)
+        packed = packing.pack(ids, bb.tokenizer.pad_token_id)
+        if shared is not None:
+            hidden, _ = bb.states(packed, own, position_ids=P + packing.positions, shared_prefix=shared)
+        else:
+            mask = torch.cat([own.new_zeros(R, 1, C, P), own], -1)  # (R, 1, C, P + C): the prefix is seen
+            cache = DynamicCache(ddp_cache_data=[(k.expand(R, -1, -1, -1), v.expand(R, -1, -1, -1))
+                                                 for k, v in prefix_kv])
+            hidden, _ = bb.states(packed, mask, cache=cache, position_ids=P + packing.positions)
         slot = torch.full((B * T,), -1, dtype=torch.long, device=dev)
         slot[packing.src] = packing.dst  # where each real token of the padded batch sits in the packing
         last = slot[torch.arange(B, device=dev) * T + lengths - 1]
