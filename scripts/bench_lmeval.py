@@ -1,0 +1,83 @@
+"""shotlab's prompt scorer against lm-evaluation-harness on identical prompts, in one process:
+the same backbone folder (smollm2-135m as cached), the same movie_sentiment test sentences, the
+same in-context prefix (k demonstrations per class in shotlab's seeded order, or none), and the
+same label words. lm-evaluation-harness scores each (prompt, " " + word) pair with its HFLM
+`loglikelihood`; shotlab with LMScorer. Prints seconds, the speed ratio, prediction agreement
+and the largest score difference, per k.
+
+lm-evaluation-harness is not a dependency of shotlab; install it to run this:
+
+    .venv/bin/pip install lm-eval
+    .venv/bin/python scripts/bench_lmeval.py --n 100 --ks 0,4,16
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+TASK = {
+    "name": "movie_sentiment", "source": "builtin", "label_names": ["negative", "positive"],
+    "template": "Review: {text}\nSentiment:",
+    "verbalizer": {"negative": ["negative"], "positive": ["positive"]},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100, help="test sentences")
+    parser.add_argument("--ks", default="0,4,16", help="demonstrations per class, e.g. 0,4,16")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    try:
+        from lm_eval.api.instance import Instance
+        from lm_eval.models.huggingface import HFLM
+    except ImportError:
+        sys.exit("bench_lmeval: lm-evaluation-harness is not installed (.venv/bin/pip install lm-eval)")
+    torch.set_num_threads(2)
+
+    from shotlab.data.sampling import sample_k
+    from shotlab.data.tasks import load_task
+    from shotlab.models.backbone import build_backbone, smollm2_folder
+    from shotlab.models.scorer import LMScorer, demonstration_prefix, demonstrations, format_prompt
+
+    task = load_task({**TASK, "test_size": args.n})
+    texts = list(task.test.texts)
+    words = [ws[0] for ws in task.verbalizer]
+    backbone = build_backbone({"name_or_path": "smollm2-135m"}).eval()
+    harness = HFLM(pretrained=str(smollm2_folder()), device="cpu", batch_size=args.batch_size, dtype="float32")
+    print(f"smollm2-135m, movie_sentiment, {len(texts)} test sentences, batch {args.batch_size}, "
+          f"torch threads {torch.get_num_threads()}, label words {words}")
+    warm = [Instance(request_type="loglikelihood", doc={}, idx=0, arguments=(format_prompt(task.template, texts[0]),
+                                                                          " " + words[0]))]
+    harness.loglikelihood(warm, disable_tqdm=True)  # first-call allocations, both sides
+    LMScorer(backbone, task.template, task.verbalizer).score(texts[:2])
+    print("\n| k/class | shotlab s | lm-eval s | lm-eval / shotlab | same predictions | max |Δ score| |")
+    print("|--:|--:|--:|--:|--:|--:|")
+    for k in [int(k) for k in args.ks.split(",")]:
+        demos = []
+        if k:
+            picked = sample_k(task.train.labels, k, 0)
+            demos = demonstrations([task.train.texts[i] for i in picked], task.train.labels[picked], task.template,
+                                   task.verbalizer, 0)
+        prefix = demonstration_prefix(demos)
+        scorer = LMScorer(backbone, task.template, task.verbalizer, batch_size=args.batch_size)
+        start = time.perf_counter()
+        ours = scorer.score(texts, demos).scores
+        ours_s = time.perf_counter() - start
+        requests = [Instance(request_type="loglikelihood", doc={}, idx=i * len(words) + j,
+                             arguments=(prefix + format_prompt(task.template, t), " " + w))
+                    for i, t in enumerate(texts) for j, w in enumerate(words)]
+        start = time.perf_counter()
+        theirs = torch.tensor([lp for lp, _ in harness.loglikelihood(requests, disable_tqdm=True)]).view(len(texts), -1)
+        theirs_s = time.perf_counter() - start
+        same = int((ours.argmax(-1) == theirs.argmax(-1)).sum())
+        print(f"| {k} | {ours_s:.1f} | {theirs_s:.1f} | {theirs_s / ours_s:.1f}x | {same} of {len(texts)} | "
+              f"{(ours - theirs).abs().max():.1e} |")
+
+
+if __name__ == "__main__":
+    main()
