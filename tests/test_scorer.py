@@ -212,7 +212,8 @@ def test_texts_longer_than_max_length_are_scored_whole_with_a_note(backbone, cap
 
 @pytest.mark.parametrize("words", ["one-token", "multi-token"])
 @pytest.mark.parametrize("calibrate", [False, True])
-def test_shared_prefix_attention_equals_the_copied_prefix_cache(backbone, words, calibrate, monkeypatch):
+@pytest.mark.parametrize("kernel", ["fused", "plain"])  # torch's CPU flash kernel, or the computation GPUs use
+def test_shared_prefix_attention_equals_the_copied_prefix_cache(backbone, words, calibrate, kernel, monkeypatch):
     """The Hydragen split (prefix part + own part, merged by log-sum-exp; models.shared_prefix)
     gives the reference path's scores (the prefix cache expanded to every row): GPT-2 and Llama
     (grouped-query) blocks, packed prompts (one-token words) and padded ones with multi-token
@@ -221,6 +222,8 @@ def test_shared_prefix_attention_equals_the_copied_prefix_cache(backbone, words,
 
     verbalizer = (("bad", "awful"), ("good",), ("fine",)) if words == "one-token" else VERBALIZER
     demos = demonstrations(TRAIN_TEXTS, TRAIN_LABELS, TEMPLATE, verbalizer, 0)
+    if kernel == "plain":
+        monkeypatch.setattr(shared_prefix, "_FLASH_CPU", None)
     calls = []
     attention = shared_prefix.attention
     monkeypatch.setattr(shared_prefix, "attention", lambda *a, **k: calls.append(1) or attention(*a, **k))

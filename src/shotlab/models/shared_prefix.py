@@ -46,12 +46,21 @@ class SharedPrefix:
 
 def _attend(query, key, value, mask, scale) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax attention and its log-sum-exp: q (X, H, M, D), k/v (X, H, S, D), an additive mask
-    broadcastable to (X, H, M, S) -> (X, H, M, D), (X, H, M, 1) in float32."""
+    broadcastable to (X, H, M, S) -> (X, H, M, D), (X, H, M, 1) float32. On the CPU through
+    torch's fused flash kernel, which returns the log-sum-exp beside the output (7x faster here
+    than the three passes below at k=16's sizes); elsewhere the plain computation."""
+    if query.device.type == "cpu" and _FLASH_CPU is not None:
+        out, lse = _FLASH_CPU(query, key, value, 0.0, False, attn_mask=None if mask is None else mask.to(query.dtype),
+                              scale=scale)
+        return out, lse.unsqueeze(-1).float()
     scores = (query @ key.transpose(-1, -2)).float() * scale
     if mask is not None:
         scores = scores + mask
     lse = torch.logsumexp(scores, -1, keepdim=True)
     return torch.exp(scores - lse).to(value.dtype) @ value, lse
+
+
+_FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
 def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, shared_prefix=None, **kwargs):
