@@ -197,7 +197,8 @@ def test_best_weights_keeps_the_best_dev_evaluation_and_only_what_trained(tmp_pa
     model = classifier(tiny(), trains=trains)
     best = BestWeights(tmp_path / "checkpoints" / "best.ckpt", monitor="val/acc")
     trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, current_epoch=0, callback_metrics={},
-                              strategy=SimpleNamespace(barrier=lambda: None))
+                              strategy=SimpleNamespace(barrier=lambda: None, model=model,
+                                                       lightning_module_state_dict=model.state_dict))
     snapshots = {}
     for step, acc in enumerate([0.5, 0.75, 0.75, 0.6], start=1):  # a tie keeps the first of equals
         with torch.no_grad():
