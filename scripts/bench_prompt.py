@@ -137,7 +137,7 @@ def in_context_costs(args, ks: list[int]) -> None:
         arms = {}
         for name, scorer in (("shared", shared), ("copied", copied)):
             reset_peak_memory()
-            result, seconds = timed(lambda s=scorer: s.score(texts, demos))
+            result, seconds = timed(lambda s=scorer, d=demos: s.score(texts, d))
             arms[name] = (result, seconds, peak_memory_mb())
         (a, ts, rs), (b, tc, rc) = arms["shared"], arms["copied"]
         diff = (a.scores - b.scores).abs().max().item()

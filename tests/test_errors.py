@@ -4,8 +4,8 @@ raised before any model loads where it can be), never a traceback; a checkpoint 
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path

@@ -188,7 +188,7 @@ def test_nearest_demonstrations_are_deterministic_recorded_and_scored_as_one_ful
     and each example's scores are those of its own whole prompt."""
     from shotlab.data.sampling import draw_sample
     from shotlab.data.tasks import load_task
-    from shotlab.models.scorer import LMScorer, naive_scores
+    from shotlab.models.scorer import naive_scores
     from tests.conftest import tiny
 
     rows = {}

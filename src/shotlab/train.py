@@ -19,7 +19,14 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from shotlab import ShotlabError
-from shotlab.config import build_method, check_accelerator, check_config, check_paths, config_hash, task_config
+from shotlab.config import (
+    build_method,
+    check_accelerator,
+    check_config,
+    check_paths,
+    config_hash,
+    task_config,
+)
 from shotlab.data.sampling import draw_sample
 from shotlab.data.tasks import DEFAULT_PROMPT, load_task
 from shotlab.runfolder import fail, make_folder, write_json, writes
