@@ -52,7 +52,7 @@ class Prompt(Method):
         from omegaconf import OmegaConf
 
         from shotlab.models.backbone import scoring_placement
-        from shotlab.models.scorer import LMScorer, demonstrations
+        from shotlab.models.scorer import LMScorer, demonstration, demonstrations
 
         sample, task = job.sample, job.sample.task
         job.backbone.place(*scoring_placement(job.cfg.backbone, OmegaConf.to_container(job.cfg.trainer)))
@@ -67,7 +67,7 @@ class Prompt(Method):
         columns = {}
         if self.demonstrations == "nearest" and len(sample.train):
             order = self.nearest(job, texts)  # (N, n) sample positions, most similar last
-            formatted = [f"{task.template.format(text=t)} {task.verbalizer[int(y)][0]}"
+            formatted = [demonstration(task.template, task.verbalizer, t, y)
                          for t, y in zip(sample.train.texts, sample.train.labels)]
             scored = scorer.score_each(texts, [[formatted[i] for i in row] for row in order])
             shown = [[sample.train.ids[i] for i in row[len(row) - kept:]] for row, kept in
@@ -93,13 +93,10 @@ class Prompt(Method):
         raw texts, cut to max_length, as the feature cache holds them), most similar last; ties
         by sample position, so the order is deterministic."""
         import torch
-        from omegaconf import OmegaConf
 
         from shotlab.models.features import FeatureCache
 
-        cache = FeatureCache.for_run(job.backbone, OmegaConf.to_container(job.cfg.backbone, resolve=True),
-                                     batch_size=job.cfg.eval_batch_size,
-                                     trainer_cfg=OmegaConf.to_container(job.cfg.trainer))
+        cache = FeatureCache.for_config(job.backbone, job.cfg)
         tok = job.backbone.tokenizer
 
         def features(split: str, items: list[str]) -> torch.Tensor:
@@ -109,7 +106,5 @@ class Prompt(Method):
         pool = features("train", job.sample.train.texts)
         similarity = (features("scored", texts) @ pool.T).numpy()  # (N, 2k)
         n = min(self.num_nearest or pool.shape[0], pool.shape[0])
-        positions = np.arange(pool.shape[0])
-        # ascending similarity, the earlier sample position first among equals; keep the last n
-        ranked = np.stack([np.lexsort((-positions, row)) for row in similarity])
-        return ranked[:, -n:]
+        # ascending similarity (a stable sort: the earlier sample position first among equals); the last n
+        return np.argsort(similarity, axis=1, kind="stable")[:, -n:]

@@ -180,13 +180,9 @@ class LinearProbe(Transfer):
         """The on-disk feature cache; without it (`feature_cache: false`) every step runs the frozen backbone."""
         if not self.feature_cache:
             return None
-        from omegaconf import OmegaConf
-
         from shotlab.models.features import FeatureCache
 
-        return FeatureCache.for_run(job.backbone, OmegaConf.to_container(job.cfg.backbone, resolve=True),
-                                    batch_size=job.cfg.eval_batch_size,
-                                    trainer_cfg=OmegaConf.to_container(job.cfg.trainer))
+        return FeatureCache.for_config(job.backbone, job.cfg)
 
 
 class PromptProbe(LinearProbe):

@@ -23,6 +23,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from shotlab import ShotlabError
 from shotlab.assets import cache_dir, package_member
+from shotlab.models import shared_prefix as sp
 
 # GPT-2's pre-tokenisation pattern; the tiktoken file holds only the ranked merges.
 _GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -191,21 +192,17 @@ class Backbone(nn.Module):
                 return self._packed_states(input_ids, packing), None
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)
-        if shared_prefix is None:
+        extra = {} if shared_prefix is None else {"shared_prefix": shared_prefix}
+        if shared_prefix is not None:
+            shared_prefix.calls = 0
+        with contextlib.nullcontext() if shared_prefix is None else sp.in_use(self.lm):
             out = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                     cache=cache, use_cache=cache is not None)
-            return out.last_hidden_state, cache  # a passed-in cache is updated in place
-        from shotlab.models import shared_prefix as sp
-
-        shared_prefix.calls = 0
-        with sp.in_use(self.lm):
-            out = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                     cache=cache, use_cache=cache is not None, shared_prefix=shared_prefix)
-        layers = self.lm.config.num_hidden_layers
-        if shared_prefix.calls != layers:
-            raise sp.Unsupported(f"shared-prefix attention reached {shared_prefix.calls} of {layers} layers: this "
-                                 "model's attention does not call transformers' attention registry")
-        return out.last_hidden_state, cache
+                                     cache=cache, use_cache=cache is not None, **extra)
+        if shared_prefix is not None and shared_prefix.calls != self.lm.config.num_hidden_layers:
+            raise sp.Unsupported(f"shared-prefix attention reached {shared_prefix.calls} of "
+                                 f"{self.lm.config.num_hidden_layers} layers: this model's attention does not call "
+                                 "transformers' attention registry")
+        return out.last_hidden_state, cache  # a passed-in cache is updated in place
 
     @property
     def packs(self) -> bool:

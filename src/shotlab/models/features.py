@@ -82,6 +82,14 @@ class FeatureCache:
         root = Path(os.environ.get("SHOTLAB_FEATURES") or cache_dir() / "features")
         return cls(backbone, root / cache_key(backbone_cfg, placement), batch_size, placement)
 
+    @classmethod
+    def for_config(cls, backbone: Backbone, cfg) -> FeatureCache:
+        """`for_run` from a run's config: its backbone and trainer groups, its eval_batch_size."""
+        from omegaconf import OmegaConf
+
+        return cls.for_run(backbone, OmegaConf.to_container(cfg.backbone, resolve=True), cfg.eval_batch_size,
+                           OmegaConf.to_container(cfg.trainer))
+
     def _read(self, wanted: set[bytes]) -> dict[bytes, torch.Tensor]:
         """The cached features of the wanted digests, from every complete shard that holds some."""
         from safetensors import SafetensorError, safe_open

@@ -50,7 +50,12 @@ def demonstrations(
     """In-context demonstrations `prompt + " " + gold word` (a label's first verbalizer word),
     in an order fixed by `seed`. Which examples to show is the caller's choice (the k-shot sampler)."""
     order = np.random.default_rng(seed).permutation(len(texts))
-    return [f"{format_prompt(template, texts[i])} {verbalizer[int(labels[i])][0]}" for i in order]
+    return [demonstration(template, verbalizer, texts[i], labels[i]) for i in order]
+
+
+def demonstration(template: str, verbalizer, text: str, label: int) -> str:
+    """One demonstration: the prompt of `text` and the first verbalizer word of its label."""
+    return f"{format_prompt(template, text)} {verbalizer[int(label)][0]}"
 
 
 def demonstration_prefix(demos: Sequence[str]) -> str:
@@ -180,7 +185,7 @@ class LMScorer:
         order = sorted(range(len(rests)), key=lambda i: -len(rests[i]))  # similar lengths share a batch
         from tqdm.auto import tqdm
 
-        shared = SharedPrefix(prefix_kv, P) if P and self.shared_prefix else None
+        shared = SharedPrefix(prefix_kv) if P and self.shared_prefix else None
         for start in tqdm(range(0, len(order), self.batch_size), desc="prompt scoring", unit="batch", leave=False):
             index = order[start : start + self.batch_size]
             batch = [rests[i] for i in index]

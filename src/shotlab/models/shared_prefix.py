@@ -36,11 +36,10 @@ class Unsupported(RuntimeError):
 
 @dataclass
 class SharedPrefix:
-    """The prefix's keys and values, (1, Hkv, P, D) per layer, and its length P (the first own
-    token's position). `calls` counts the attention layers that used it in the last forward."""
+    """The prefix's keys and values, (1, Hkv, P, D) per layer. `calls` counts the attention
+    layers that used it in the last forward."""
 
     kv: list[tuple[torch.Tensor, torch.Tensor]]
-    length: int
     calls: int = field(default=0, compare=False)
 
 
@@ -67,11 +66,8 @@ def attention(module, query, key, value, attention_mask, scaling=None, dropout=0
     """transformers' attention-function signature: query (B, Hq, L, D), key/value (B, Hkv, S, D)
     (the rows' own keys, S >= L with a cache of their own), an additive 4-D mask over those own
     keys. Returns (B, L, Hq, D) and no weights."""
-    if shared_prefix is None:  # this function is in use only while a prefix is passed
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
-                                      **kwargs)
+    if shared_prefix is None:  # in use only while a prefix is passed: a layer that drops it is not served
+        raise Unsupported("an attention layer was called without the shared prefix its model was given")
     prefix_k, prefix_v = shared_prefix.kv[module.layer_idx]
     shared_prefix.calls += 1
     B, Hq, L, D = query.shape

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from shotlab.report.runs import regime_order
-from shotlab.report.stats import Cell, _same_ids, bootstrap_ci
+from shotlab.report.stats import Cell, _same_ids, bootstrap_ci, common_seeds
 
 # A family cell: the same method (row label without its prompt) on the same task, backbone and k.
 FAMILY = ["task", "backbone", "family", "init_from", "method_label", "regime", "k"]
@@ -36,14 +36,6 @@ FAMILY = ["task", "backbone", "family", "init_from", "method_label", "regime", "
 def _stack(cells: list[Cell], seeds: list[int]) -> np.ndarray:
     """(P, S, N) correctness of one method's prompts on these split seeds."""
     return np.stack([c.correct[c.rows(seeds)] for c in cells])
-
-
-def _seeds(cells: list[Cell]) -> list[int]:
-    """Split seeds every prompt has (a seed-free cell, k=0 or full data, has them all)."""
-    sampled = [c for c in cells if not c.seed_free]
-    if not sampled:
-        return cells[0].seeds
-    return [s for s in sampled[0].seeds if all(s in c.seeds for c in sampled)]
 
 
 def standard_errors(values: np.ndarray) -> tuple[float, float, float]:
@@ -76,8 +68,8 @@ def _dev_choice(chosen: pd.DataFrame, key: dict, prompts: list[str], seeds: list
 
 
 def across_prompts(table: pd.DataFrame, cells: list[Cell], chosen: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """The across-prompt table (one line per method and k) and its (P, S, N) arrays by line, for
-    the comparisons. Empty unless the sweep ran more than one prompt."""
+    """The across-prompt table (one line per method and k) and, by line, its key and its cells (one
+    per prompt), for the comparisons. Empty unless the sweep ran more than one prompt."""
     keep = [i for i, kind in enumerate(table.kind) if kind == "selected" and cells[i].correct is not None]
     if table.empty or table.prompt.nunique() < 2 or not keep:
         return pd.DataFrame(), {}
@@ -92,7 +84,7 @@ def across_prompts(table: pd.DataFrame, cells: list[Cell], chosen: pd.DataFrame)
         prompts = [c.key["prompt"] for c in group]
         for c in group[1:]:
             _same_ids(group[0].ids, c.ids, f"{key['family']} across prompts")
-        seeds = _seeds(group)
+        seeds = common_seeds(group)
         if not seeds:
             continue
         values = _stack(group, seeds)
@@ -108,7 +100,7 @@ def across_prompts(table: pd.DataFrame, cells: list[Cell], chosen: pd.DataFrame)
         else:
             dev_mean = dev_low = dev_high = math.nan
             dev_chosen = ""
-        arrays[len(lines)] = (key, prompts, seeds, values)
+        arrays[len(lines)] = (key, group)
         lines.append({
             "method": key["family"], "regime": key["regime"], "k": key["k"], "prompts": len(prompts),
             "n": len(seeds), "acc_mean": float(values.mean()), "ci_low": low, "ci_high": high,
@@ -127,24 +119,17 @@ def across_prompts(table: pd.DataFrame, cells: list[Cell], chosen: pd.DataFrame)
     return frame.iloc[order].reset_index(drop=True), {new: arrays[old] for new, old in enumerate(order)}
 
 
-def _paired(a, b) -> dict | None:
+def _paired(a: list[Cell], b: list[Cell]) -> dict | None:
     """Mean difference a - b over the prompts, split seeds and test examples both have, with the
     3-way bootstrap CI; None without a common prompt or seed."""
-    (key_a, prompts_a, seeds_a, values_a), (key_b, prompts_b, seeds_b, values_b) = a, b
-    prompts = [p for p in prompts_a if p in prompts_b]
-    # k=0 and full data sample nothing: one run (seed 0) stands for every seed, as in stats.Cell
-    free_a, free_b = (key["k"] in (0, None) and len(s) == 1 for key, s in ((key_a, seeds_a), (key_b, seeds_b)))
-    seeds = seeds_a if free_b else seeds_b if free_a else [s for s in seeds_a if s in seeds_b]
-    if not prompts or not seeds:
+    other = {c.key["prompt"]: c for c in b}
+    pairs = [(c, other[c.key["prompt"]]) for c in a if c.key["prompt"] in other]
+    seeds = common_seeds([c for pair in pairs for c in pair]) if pairs else []
+    if not seeds:
         return None
-
-    def pick(values, names, own_seeds, free):
-        rows = [0] * len(seeds) if free else [own_seeds.index(s) for s in seeds]
-        return values[[names.index(p) for p in prompts]][:, rows]
-
-    differences = pick(values_a, prompts_a, seeds_a, free_a) - pick(values_b, prompts_b, seeds_b, free_b)
+    differences = np.stack([x.correct[x.rows(seeds)] - y.correct[y.rows(seeds)] for x, y in pairs])  # (P, S, N)
     low, high = bootstrap_ci(differences)
-    return {"diff": float(differences.mean()), "ci_low": low, "ci_high": high, "prompts": len(prompts),
+    return {"diff": float(differences.mean()), "ci_low": low, "ci_high": high, "prompts": len(pairs),
             "n": len(seeds)}
 
 
@@ -163,7 +148,7 @@ def prompt_comparisons(frame: pd.DataFrame, arrays: dict) -> pd.DataFrame:
                  and (arrays[j][0]["regime"], arrays[j][0]["k"]) == (key["regime"], key["k"])]
         best = sorted(peers, key=lambda j: (-frame.acc_mean[j], frame.method[j]))[:1]
         for versus, found in (("zero-shot prompt", zero[:1]), ("best other method", best)):
-            result = _paired(arrays[i], arrays[found[0]]) if found else None
+            result = _paired(arrays[i][1], arrays[found[0]][1]) if found else None
             if result is None:
                 continue
             lines.append({"method": key["family"], "regime": key["regime"], "k": key["k"], "versus": versus,

@@ -36,6 +36,15 @@ class Cell:
         return [0 if self.seed_free else self.seeds.index(s) for s in seeds]
 
 
+def common_seeds(cells: list[Cell]) -> list[int]:
+    """The split seeds every cell has, in the first sampled cell's order (a seed-free cell, k=0
+    or full data, has them all)."""
+    sampled = [c for c in cells if not c.seed_free]
+    if not sampled:
+        return cells[0].seeds
+    return [s for s in sampled[0].seeds if all(s in c.seeds for c in sampled)]
+
+
 def _same_ids(a: list[str], b: list[str], where: str) -> None:
     if a != b:
         raise ValueError(f"{where}: runs score different test examples (ids differ); a sweep must use one test split")
@@ -105,7 +114,7 @@ def summarize(chosen: pd.DataFrame, eval_task: str | None = None) -> tuple[pd.Da
 
 def _paired(a: Cell, b: Cell) -> dict | None:
     """Mean accuracy difference a - b with its paired bootstrap CI, or None without common seeds."""
-    seeds = a.seeds if b.seed_free else b.seeds if a.seed_free else [s for s in a.seeds if s in b.seeds]
+    seeds = common_seeds([a, b])
     if not seeds:
         return None
     if a.correct is None or b.correct is None:  # an old run: the difference of means, no CI
