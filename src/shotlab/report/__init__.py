@@ -5,8 +5,9 @@ a learning-curve plot. Runs at multirun end and on demand:
 
 It writes report.md, report.csv (one line per row x k), comparisons.csv and report.png into the
 sweep folder (and report_prompts.csv, comparisons_prompts.csv for a sweep over prompts;
-report_ood.csv, comparisons_ood.csv for one with eval tasks). The protocol (LM-BFF, Gao et al. 2021): test labels are read once, to score the
-selected runs; everything chosen is chosen on the dev sample.
+report_ood.csv, comparisons_ood.csv for one with eval tasks). The protocol (LM-BFF, Gao et al.
+2021): test labels are read once, to score the selected runs; everything chosen is chosen on the
+dev sample.
 
 Selection (selection.py). Runs with the same (task, backbone, method_label, init_from, k, split
 seed) are candidates for one cell and seed; they differ in the hyper-parameters the sweep lists,
