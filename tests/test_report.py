@@ -4,6 +4,7 @@ cells that are the selected runs, bootstrap CIs and paired comparisons, and what
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -495,3 +496,24 @@ def test_across_prompts_agreeing_prompts_add_little_to_the_ci(tmp_path):
     # a sweep with one prompt has no across-prompt table
     report = write_report(tmp_path / "ft-one-0", echo=False)
     assert report["prompts"] is None and not (tmp_path / "ft-one-0" / "report_prompts.csv").exists()
+
+
+def test_across_prompts_k0_runs_that_are_the_zero_shot_prompt_share_its_line(tmp_path):
+    dev = {(p, s): 0.5 for p in ("one", "two") for s in range(3)}
+    written = prompt_sweep(tmp_path, {"one": 0.7, "two": 0.8}, dev)
+    for prompt in ("one", "two"):  # prompt_probe's k=0 runs: the zero-shot prompt's predictions
+        write_run(tmp_path, f"probe-{prompt}", written[(prompt, None)], method="prompt_probe", k=0, prompt=prompt,
+                  overrides={"task.prompt": prompt})
+    report = write_report(tmp_path, echo=False)
+    across = report["prompts"]
+    assert across.method.tolist() == ["finetune", "prompt, prompt_probe"]
+    versus = report["prompt_comparisons"]
+    assert versus[versus.versus == "zero-shot prompt"].other.tolist() == ["prompt"]
+    assert "prompt, prompt_probe" in (tmp_path / "report.md").read_text()
+    # a k=0 run that differs on one example keeps its own line
+    changed = written[("two", None)].copy()
+    changed[0] = not changed[0]
+    shutil.rmtree(tmp_path / "probe-two")
+    write_run(tmp_path, "probe-two", changed, method="prompt_probe", k=0, prompt="two",
+              overrides={"task.prompt": "two"})
+    assert write_report(tmp_path, echo=False)["prompts"].method.tolist() == ["finetune", "prompt", "prompt_probe"]

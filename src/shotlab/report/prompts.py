@@ -15,6 +15,9 @@ prompts x split seeds x test examples, and summarised the way multi-prompt evalu
   dev accuracy (ties: dev gold-label log-probability, then prompt name), scored on test. The label
   budget is unchanged: the same dev sample chooses. Cells with no dev sample (k=0) have no such row.
 
+k=0 lines with the same correctness everywhere (prompt_probe's and prompt_finetune's k=0 runs are the
+zero-shot prompt) are one line that names them all, as the plot draws them.
+
 Comparisons pair a method with the zero-shot prompt and with the best other method at the same k
 on the prompts both ran, the same split seeds and test examples, with the same 3-way bootstrap.
 """
@@ -76,7 +79,7 @@ def across_prompts(table: pd.DataFrame, cells: list[Cell], chosen: pd.DataFrame)
     families: dict[tuple, list[int]] = {}
     for i in keep:
         families.setdefault(tuple(cells[i].key[c] for c in FAMILY), []).append(i)
-    lines, arrays = [], {}
+    lines, arrays, same_zero = [], {}, {}
     for fkey, members in families.items():
         members = sorted(members, key=lambda i: cells[i].key["prompt"])
         key = dict(zip(FAMILY, fkey))
@@ -88,6 +91,12 @@ def across_prompts(table: pd.DataFrame, cells: list[Cell], chosen: pd.DataFrame)
         if not seeds:
             continue
         values = _stack(group, seeds)
+        if key["regime"] == "zero":  # k=0 runs of methods that start from the zero-shot prompt: one line
+            same = (key["task"], key["backbone"], key["init_from"], tuple(prompts), tuple(seeds), values.tobytes())
+            if same in same_zero:
+                _merge(lines[same_zero[same]], arrays, same_zero[same], key, group)
+                continue
+            same_zero[same] = len(lines)
         per_prompt = values.mean(axis=(1, 2))
         best, worst = int(per_prompt.argmax()), int(per_prompt.argmin())
         low, high = bootstrap_ci(values)
@@ -117,6 +126,15 @@ def across_prompts(table: pd.DataFrame, cells: list[Cell], chosen: pd.DataFrame)
     frame = pd.DataFrame(lines).astype({"k": "Int64"})
     order = sorted(range(len(frame)), key=lambda i: (frame.method[i], *regime_order(frame.regime[i], frame.k[i])))
     return frame.iloc[order].reset_index(drop=True), {new: arrays[old] for new, old in enumerate(order)}
+
+
+def _merge(line: dict, arrays: dict, index: int, key: dict, group: list[Cell]) -> None:
+    """Fold a k=0 family into the line of one with the same correctness on every prompt, seed and
+    example (prompt_probe's and prompt_finetune's k=0 runs are the zero-shot prompt): the line names
+    both, and the zero-shot prompt's own key stays the one comparisons look up."""
+    line["method"] = ", ".join(sorted({*line["method"].split(", "), key["family"]}))
+    if key["method_label"] == "prompt":
+        arrays[index] = (key, group)
 
 
 def _paired(a: list[Cell], b: list[Cell]) -> dict | None:

@@ -65,7 +65,8 @@ def prompts_markdown(prompts: pd.DataFrame, compared: pd.DataFrame | None) -> li
            "prompts, only seeds or only examples are resampled). \"Prompt chosen on dev\": per split seed, the "
            "prompt whose selected run is best on the dev sample (ties: dev gold-label log-probability, then "
            "name), scored on test; the same labels choose, so the label budget is unchanged. Zero-shot has no "
-           "dev sample, so nothing chooses its prompt.", "", shown.to_markdown(index=False)]
+           "dev sample, so nothing chooses its prompt; methods whose k=0 runs are the zero-shot prompt (the same "
+           "predictions) share its line.", "", shown.to_markdown(index=False)]
     if compared is not None and len(compared):
         out += ["", "Mean over prompts against the zero-shot prompt and the best other method at the same k, "
                 "paired on the same prompts, split seeds and test examples (95 % bootstrap CI over all three; "
